@@ -1,0 +1,24 @@
+# diracbench workflow entry point: configuration, rule files, and the default target.
+# All science lives in the `diracbench` package (src/); rules only wire files together.
+
+from snakemake.utils import min_version
+
+min_version("9.19")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/data.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        FINAL_TARGETS,

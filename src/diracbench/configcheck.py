@@ -1,0 +1,49 @@
+"""Checks across config keys that a JSON schema cannot express.
+
+Called by the Snakefile right after schema validation, before any job runs; each problem is
+reported as one line naming the key and the fix. Pure Python, so `snakemake -n` stays fast.
+"""
+
+from __future__ import annotations
+
+from diracbench.errors import UserError
+
+
+def check_config(config: dict) -> None:
+    problems = list(_problems(config))
+    if problems:
+        raise UserError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+def _problems(config: dict):
+    noise = config["noise"]
+    if noise["sigma_min"] > noise["sigma_max"]:
+        yield f"noise.sigma_min ({noise['sigma_min']}) must not exceed noise.sigma_max ({noise['sigma_max']})"
+    sizes = {name: ds["image_size"] for name, ds in config["datasets"].items()}
+    for task, spec in config["tasks"].items():
+        op = spec["operator"]
+        key = f"tasks.{task}.operator"
+        if op["kind"] == "blur":
+            if op["kernel_size"] % 2 != 1:
+                yield f"{key}.kernel_size must be odd (got {op['kernel_size']})"
+            for name, size in sizes.items():
+                if op["kernel_size"] // 2 >= size:
+                    yield f"{key}.kernel_size {op['kernel_size']} needs reflection padding of {op['kernel_size'] // 2} px, which datasets.{name}.image_size {size} cannot provide; use kernel_size < {2 * size}"
+            if op.get("std_min", 0.3) >= op["std_max"]:
+                yield f"{key}.std_min must be below std_max"
+            if task != "deblur":
+                yield f"tasks.{task} uses a blur operator; blur belongs to the 'deblur' task"
+        else:
+            if op.get("mask_std_min", 0.1) >= op["mask_std_max"]:
+                yield f"{key}.mask_std_min must be below mask_std_max"
+            if task != "inpaint":
+                yield f"tasks.{task} uses a mask operator; masks belong to the 'inpaint' task"
+    for name, ds in config["datasets"].items():
+        src = ds["source"]
+        if src["kind"] == "photos":
+            seen: dict[str, str] = {}
+            for split in ("train", "val", "test"):
+                for photo in src["splits"][split]:
+                    if photo in seen:
+                        yield f"datasets.{name}.source.splits: photo {photo!r} is in both {seen[photo]!r} and {split!r}; a photo may be in one split only"
+                    seen[photo] = split

@@ -1,0 +1,147 @@
+"""Atomic result files: a result either exists complete or not at all.
+
+Every writer goes to a temporary file in the destination folder and renames it into place
+only after the content is fully written, so an interrupted or failed stage never leaves a
+half-written file that a later run (or Snakemake) could mistake for a finished one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from diracbench.errors import UserError
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _temp_beside(final: Path) -> Path:
+    """A temp file in the destination folder (same filesystem, so the final rename is atomic)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp" + "".join(final.suffixes[-1:]), dir=final.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; results should be readable
+    return Path(tmp)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; move it into place only if the block succeeds."""
+    path = Path(path)
+    tmp_path = _temp_beside(path)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+class OutputSet:
+    """Several outputs committed together: all renamed into place at the end, or none.
+
+    with OutputSet() as out:
+        np.save(out.path("a.npy"), ...)
+        out.write_text("b.csv", ...)
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[Path, Path]] = []
+
+    def path(self, final: str | Path) -> Path:
+        final = Path(final)
+        tmp = _temp_beside(final)
+        self._pending.append((tmp, final))
+        return tmp
+
+    def write_text(self, final: str | Path, text: str) -> None:
+        self.path(final).write_text(text)
+
+    def __enter__(self) -> "OutputSet":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                for tmp, final in self._pending:
+                    os.replace(tmp, final)
+        finally:
+            for tmp, _ in self._pending:
+                tmp.unlink(missing_ok=True)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_jsonable) + "\n")
+
+
+def write_yaml(path: str | Path, data: Any) -> None:
+    import yaml
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(json.loads(json.dumps(data, default=_jsonable)), sort_keys=False))
+
+
+def write_npz(path: str | Path, **arrays: Any) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+
+def read_npz(path: str | Path, required: tuple[str, ...] = (), producer: str = "the rule that makes it") -> dict[str, np.ndarray]:
+    """Load a whole .npz with errors that name the file and how to remake it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} does not exist; run {producer} first")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            out = {k: data[k] for k in data.files}
+    except Exception as err:  # zipfile/pickle/ValueError: a truncated or foreign file
+        raise UserError(f"{path} is not a readable .npz file ({err.__class__.__name__}: {err}); delete it and rerun {producer}") from None
+    missing = [k for k in required if k not in out]
+    if missing:
+        raise UserError(f"{path} lacks the arrays {missing}; it was not written by {producer} — delete it and rerun")
+    return out
+
+
+def read_json(path: str | Path, producer: str = "the rule that makes it") -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} does not exist; run {producer} first")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path} is not valid JSON ({err}); delete it and rerun {producer}") from None
+
+
+def read_yaml(path: str | Path, producer: str = "the rule that makes it") -> Any:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} does not exist; run {producer} first")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise UserError(f"{path} is not valid YAML ({err}); delete it and rerun {producer}") from None

@@ -1,0 +1,69 @@
+# Dataset preparation and the shared noisy measurements.
+
+
+rule prepare_data:
+    input:
+        code=code("data", "runtime.py"),
+    output:
+        **{f"{split}": f"results/{{dataset}}/data/{split}.npy" for split in ("train", "val", "test")},
+        **{f"{split}_manifest": f"results/{{dataset}}/data/{split}_manifest.csv" for split in ("train", "val", "test")},
+    params:
+        settings=settings(lambda w: {"name": w.dataset, "seed": config["seed"], **config["datasets"][w.dataset]}),
+        out_dir="results/{dataset}/data",
+    log:
+        log("prepare_data", "{dataset}"),
+    benchmark:
+        bench("prepare_data", "{dataset}")
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "python -m diracbench.data --settings {params.settings:q} --out-dir {params.out_dir} "
+        "--threads {threads} > {log} 2>&1"
+
+
+rule measure:
+    input:
+        val=rules.prepare_data.output.val,
+        test=rules.prepare_data.output.test,
+        val_manifest=rules.prepare_data.output.val_manifest,
+        test_manifest=rules.prepare_data.output.test_manifest,
+        code=code("measure.py", "operators", "data", "seeding.py", "runtime.py"),
+    output:
+        operator="results/{dataset}/{task}/operator.json",
+        val="results/{dataset}/{task}/measurements/val.npz",
+        test="results/{dataset}/{task}/measurements/test.npz",
+    params:
+        settings=settings(
+            lambda w: {
+                "dataset": w.dataset,
+                "task": w.task,
+                "seed": config["seed"],
+                "image_size": config["datasets"][w.dataset]["image_size"],
+                "operator": config["tasks"][w.task]["operator"],
+                "noise": config["noise"],
+            }
+        ),
+        data_dir="results/{dataset}/data",
+        out_dir="results/{dataset}/{task}",
+    log:
+        log("measure", "{dataset}_{task}"),
+    benchmark:
+        bench("measure", "{dataset}_{task}")
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        "python -m diracbench.measure --settings {params.settings:q} --data-dir {params.data_dir} "
+        "--out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
+
+
+FINAL_TARGETS.extend(
+    expand(rules.measure.output.test, dataset=DATASETS, task=TASKS)
+)
