@@ -1,0 +1,112 @@
+"""The data every method receives and returns.
+
+A method sees the measurements `y`, the operator that made them and its noise level. The clean
+images `x` ride along only so a method can log quality along its trajectory (PSNR/LPIPS of its
+x0 estimate per step, for the paper's figures); no algorithm may use them to compute its output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from diracbench.errors import UserError
+from diracbench.io import read_npz
+from diracbench.operators import DegradationFamily, LinearOperator, family_from_spec, load_operator_spec
+from diracbench.seeding import seed_from_string
+
+TRAJECTORY_COLUMNS = ["image", "name", "step", "t", "nfe", "dc", "psnr", "lpips"]
+
+
+@dataclass
+class Problem:
+    y: torch.Tensor  # (N, C, H, W) measurements in [0, 1]
+    x: torch.Tensor  # clean images: for trajectory logging only
+    names: list[str]
+    spec: dict  # operator.json
+    family: DegradationFamily  # the operator family with its linear severity rule
+    operator: LinearOperator  # A_1, the measurement operator
+    sigma_1: float  # measurement noise std in [0, 1] units
+    split: str
+
+    @property
+    def task(self) -> str:
+        return self.spec["task"]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def subset(self, n: int | None) -> "Problem":
+        """The first n images (all when n is None)."""
+        if n is None or n >= len(self):
+            return self
+        return Problem(self.y[:n], self.x[:n], self.names[:n], self.spec, self.family, self.operator, self.sigma_1, self.split)
+
+    def image_seeds(self, *parts: Any) -> list[int]:
+        """One sampling seed per image, from its name: independent of batch composition."""
+        return [seed_from_string("sample", *parts, self.split, name) for name in self.names]
+
+
+@dataclass
+class RunContext:
+    device: torch.device
+    threads: int
+    seed: int
+    inputs: dict[str, Path] = field(default_factory=dict)  # model weights, schedule, ... by name
+
+    def input(self, name: str) -> Path:
+        if name not in self.inputs:
+            raise UserError(f"this method needs --input {name}=PATH (e.g. a weights file); the rule did not pass it")
+        return self.inputs[name]
+
+
+@dataclass
+class Reconstruction:
+    x_hat: np.ndarray  # (N, C, H, W) float32, clipped to [0, 1]
+    nfe: np.ndarray  # (N,) network evaluations (or solver iterations) per image
+    seconds: np.ndarray  # (N,) wall time per image (batch time / batch size when batched)
+    trajectory: pd.DataFrame | None = None  # TRAJECTORY_COLUMNS, one row per step and image
+
+    def __post_init__(self) -> None:
+        self.x_hat = np.clip(np.asarray(self.x_hat, dtype=np.float32), 0.0, 1.0)
+        n = len(self.x_hat)
+        self.nfe = np.asarray(self.nfe, dtype=np.int64).reshape(-1)
+        self.seconds = np.asarray(self.seconds, dtype=np.float64).reshape(-1)
+        if self.nfe.shape != (n,) or self.seconds.shape != (n,):
+            raise ValueError("nfe and seconds need one entry per image")
+        if self.trajectory is not None:
+            missing = set(TRAJECTORY_COLUMNS) - set(self.trajectory.columns)
+            if missing:
+                raise ValueError(f"trajectory lacks columns {sorted(missing)}")
+
+
+def load_problem(operator_json: str | Path, measurements: str | Path, split: str, device: torch.device) -> Problem:
+    spec = load_operator_spec(operator_json)
+    data = read_npz(measurements, required=("x", "y", "names"), producer="the 'measure' rule")
+    y = torch.from_numpy(data["y"]).to(device)
+    x = torch.from_numpy(data["x"]).to(device)
+    if y.shape != x.shape or y.ndim != 4:
+        raise UserError(f"{measurements}: x {tuple(x.shape)} and y {tuple(y.shape)} must both be N x C x H x W; rerun 'measure'")
+    if list(y.shape[-2:]) != list(spec["image_size"]):
+        raise UserError(f"{measurements} holds {tuple(y.shape[-2:])} images but {operator_json} describes {spec['image_size']}; rerun 'measure'")
+    family = family_from_spec(spec, device=device)
+    return Problem(y, x, [str(n) for n in data["names"]], spec, family, family.measurement_operator(), float(spec["sigma_1"]), split)
+
+
+def empty_trajectory() -> pd.DataFrame:
+    return pd.DataFrame(columns=TRAJECTORY_COLUMNS)
+
+
+@dataclass
+class TuningResult:
+    """What a method's own `tune` returns: the chosen values, the table behind the choice, and
+    optionally a trajectory (Dirac records its whole reverse path on val for Fig. 3)."""
+
+    chosen: dict
+    grid: pd.DataFrame
+    trajectory: pd.DataFrame | None = None

