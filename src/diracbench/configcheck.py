@@ -15,6 +15,30 @@ def check_config(config: dict) -> None:
         raise UserError("invalid configuration:\n  - " + "\n  - ".join(problems))
 
 
+def validation_message(error) -> str:
+    """One line for a jsonschema ValidationError: the config key, what is wrong, what it is for."""
+    while error.context:  # oneOf/anyOf: explain the branch the user meant
+        branches: dict[int, list] = {}
+        for e in error.context:
+            branches.setdefault(e.relative_schema_path[0], []).append(e)
+        # A branch whose discriminator (`kind: const`) matched is the one the user meant.
+        meant = [errs for errs in branches.values() if not any(e.validator == "const" for e in errs)]
+        if len(meant) == 1:
+            candidates = meant[0]
+        else:
+            consts = [e for e in error.context if e.validator == "const"]
+            if consts and len(meant) == 0:
+                key = ".".join(str(p) for p in consts[0].absolute_path)
+                return f"config key {key}: {consts[0].instance!r} is not one of {sorted(str(e.validator_value) for e in consts)}"
+            candidates = list(error.context)
+        depth = max(len(e.absolute_path) for e in candidates)
+        error = next(e for e in candidates if len(e.absolute_path) == depth)
+    key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    hint = error.schema.get("description") if isinstance(error.schema, dict) else None
+    line = f"config key {key}: {error.message}"
+    return f"{line} ({hint})" if hint else line
+
+
 def _problems(config: dict):
     noise = config["noise"]
     if noise["sigma_min"] > noise["sigma_max"]:

@@ -12,6 +12,7 @@ schedule `--gpus=N` / `--gres=gpu:N` requests; they test submission, not CUDA.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -34,6 +35,10 @@ MARKER = "# diracbench test cluster: written by tests/workflow/slurm_cluster.py;
 # PIDs of the daemons of a running test cluster, so a run killed before its cleanup
 # (SIGKILL, power loss of the CI job) can be cleaned up by the next one.
 PID_FILE = Path(tempfile.gettempdir()) / "diracbench-slurm-test.pids.json"
+# Held (flock) for the cluster's whole life: concurrent test runs on one machine take turns,
+# and the kernel drops the lock when its holder dies, which is what makes PID_FILE stale.
+LOCK_FILE = Path(tempfile.gettempdir()) / "diracbench-slurm-test.lock"
+LOCK_TIMEOUT_S = float(os.environ.get("DIRACBENCH_SLURM_LOCK_TIMEOUT", "1800"))
 MUNGE_SOCKET = Path("/run/munge/munge.socket.2")
 PARTITION = "debug"
 PLACEHOLDER_GPUS = 2
@@ -121,14 +126,37 @@ def _terminate(pid: int, name: str, timeout: float = 15.0) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+@contextmanager
+def exclusive_lock(timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    with LOCK_FILE.open("a") as fh:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise SlurmUnavailable(f"another test run held {LOCK_FILE} for over {timeout:.0f} s") from None
+                time.sleep(1.0)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def clean_up_stale_cluster() -> None:
-    """Stop daemons left by an earlier test run that died before its own cleanup."""
+    """Stop daemons left by an earlier test run that died before its own cleanup.
+
+    Only called while holding LOCK_FILE, so a PID_FILE found here belongs to a dead run.
+    """
     try:
         stale = json.loads(PID_FILE.read_text())
     except (OSError, ValueError):
         return
-    for name, pid in stale.items():
+    for name, pid in stale.get("pids", {}).items():
         _terminate(int(pid), name)
+    if stale.get("root"):
+        shutil.rmtree(stale["root"], ignore_errors=True)
     for path in (SLURM_CONF, GRES_CONF):
         if _ours(path):
             path.unlink()
@@ -171,7 +199,7 @@ class SlurmCluster:
 
     root: Path
     node: str = field(default_factory=lambda: socket.gethostname().split(".")[0])
-    cpus: int = field(default_factory=lambda: os.cpu_count() or 1)
+    cpus: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))  # what `nproc` says
     memory_mb: int = field(default_factory=_mem_total_mb)
     partition: str = PARTITION
     gpus: int = PLACEHOLDER_GPUS
@@ -187,7 +215,8 @@ class SlurmCluster:
         r = self.root
         return f"""{MARKER}
 ClusterName=diracbench-test
-SlurmctldHost={self.node}
+# Addresses given explicitly: a CI container's hostname need not resolve.
+SlurmctldHost={self.node}(127.0.0.1)
 SlurmUser=slurm
 AuthType=auth/munge
 StateSaveLocation={r}/slurmctld-state
@@ -209,7 +238,7 @@ JobCompType=jobcomp/none
 MinJobAge=600
 ReturnToService=2
 GresTypes=gpu
-NodeName={self.node} CPUs={self.cpus} RealMemory={self.memory_mb} Gres=gpu:{self.gpus} State=UNKNOWN
+NodeName={self.node} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.memory_mb} Gres=gpu:{self.gpus} State=UNKNOWN
 PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
 """
 
@@ -245,7 +274,7 @@ NodeName={self.node} Name=gpu File={self.root}/gpu[0-{self.gpus - 1}]
             cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, **kwargs
         )
         log.close()
-        PID_FILE.write_text(json.dumps({n: p.pid for n, p in self.processes.items()}))
+        PID_FILE.write_text(json.dumps({"root": str(self.root), "pids": {n: p.pid for n, p in self.processes.items()}}))
 
     def _wait(self, what: str, ready, daemon: str | None = None) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -319,12 +348,13 @@ def single_node_cluster(root: Path) -> Iterator[SlurmCluster]:
     """
     if os.geteuid() != 0:
         raise SlurmUnavailable("the test cluster must run as root (it writes /etc/slurm and starts daemons)")
-    install_seconds = install_packages()
-    clean_up_stale_cluster()
-    check_not_foreign()
-    cluster = SlurmCluster(root=root, install_seconds=install_seconds)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
+    with exclusive_lock():
+        install_seconds = install_packages()
+        clean_up_stale_cluster()
+        check_not_foreign()
+        cluster = SlurmCluster(root=root, install_seconds=install_seconds)
+        try:
+            cluster.start()
+            yield cluster
+        finally:
+            cluster.stop()

@@ -8,14 +8,24 @@ from pathlib import Path
 from snakemake.utils import validate
 
 SRC = Path(workflow.basedir) / "src"
-# Jobs import the package next to this Snakefile, so `code=` inputs are the code that runs.
+# The Snakefile imports config checks from the package; jobs import the package next to this
+# Snakefile too (not some other installed copy), so `code=` inputs are the code that runs.
 sys.path.insert(0, str(SRC))
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH", "")) if p)
 
-from diracbench.configcheck import check_config
+
+# (Doubled braces: Snakemake formats the prefix like every shell command.)
+shell.prefix("export PYTHONPATH='" + str(SRC) + "'${{PYTHONPATH:+:$PYTHONPATH}}; ")
+
+from diracbench.configcheck import check_config, validation_message
 from diracbench.errors import UserError
 
-validate(config, schema="../schemas/config.schema.yaml")
+try:
+    validate(config, schema="../schemas/config.schema.yaml")
+except Exception as err:  # snakemake wraps the jsonschema error; show it as one line
+    cause = err.__context__ if hasattr(err.__context__, "absolute_path") else None
+    if cause is None:
+        raise
+    raise WorkflowError(validation_message(cause)) from None
 try:
     check_config(config)
 except UserError as err:
@@ -60,6 +70,13 @@ def code(*parts):
         else:
             raise WorkflowError(f"code dependency {path} does not exist")
     return sorted(files)
+
+
+def folder_of(key, kind="output"):
+    """A params function giving the folder of a named input/output (keeps paths out of params)."""
+    if kind == "output":
+        return lambda wildcards, output: str(Path(output[key]).parent)
+    return lambda wildcards, input: str(Path(input[key]).parent)
 
 
 def log(rule_name, pattern):

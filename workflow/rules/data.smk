@@ -9,7 +9,7 @@ rule prepare_data:
         **{f"{split}_manifest": f"results/{{dataset}}/data/{split}_manifest.csv" for split in ("train", "val", "test")},
     params:
         settings=settings(lambda w: {"name": w.dataset, "seed": config["seed"], **config["datasets"][w.dataset]}),
-        out_dir="results/{dataset}/data",
+        out_dir=folder_of("val"),
     log:
         log("prepare_data", "{dataset}"),
     benchmark:
@@ -47,8 +47,8 @@ rule measure:
                 "noise": config["noise"],
             }
         ),
-        data_dir="results/{dataset}/data",
-        out_dir="results/{dataset}/{task}",
+        data_dir=folder_of("val", "input"),
+        out_dir=folder_of("operator"),
     log:
         log("measure", "{dataset}_{task}"),
     benchmark:

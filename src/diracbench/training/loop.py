@@ -158,6 +158,7 @@ def train(
     torch.manual_seed(settings.seed + 2)  # dropout draws from the global generator
     order = _BatchOrder(len(images), gens["data"])
     step, log, elapsed_before = 0, [], 0.0
+    window_loss, window_steps = 0.0, 0  # running mean of the loss between two log rows
 
     if state_path.is_file():
         try:
@@ -171,6 +172,7 @@ def train(
         _restore_rng(gens, state["rng"])
         order.perm, order.pos = state["order_perm"], state["order_pos"]
         step, log, elapsed_before = state["step"], state["log"], state["elapsed"]
+        window_loss, window_steps = state["window"]
         print(f"resuming {description} from step {step} ({state_path})", flush=True)
     write_json(state_dir / "settings.json", asdict(settings))
     resumed_from = step
@@ -185,6 +187,7 @@ def train(
             "order_pos": order.pos,
             "step": step,
             "log": log,
+            "window": (window_loss, window_steps),
             "elapsed": elapsed_before + (time.perf_counter() - start),
         }
         with atomic_path(state_path) as tmp:
@@ -193,7 +196,7 @@ def train(
     start = time.perf_counter()
     margin = min(300.0, max(20.0, 0.05 * time_budget_s)) if time_budget_s else 0.0
     deadline = start + time_budget_s - margin if time_budget_s else None
-    window_loss, window_start, window_steps = 0.0, time.perf_counter(), 0
+    window_start = time.perf_counter()
     bar = progress(total=settings.steps, desc=description, unit="step")
     bar.update(step)
     with _StopFlag() as stop:

@@ -1,0 +1,362 @@
+"""JAX/scico side of the two classical baselines (PnP-ADMM, ADMM-TV): operators and batch driver.
+
+Operators. `build_operator(spec, batch)` rebuilds the measurement operator A_1 of operator.json as
+a scico `LinearOperator` on image batches laid out (N, H, W, C), the layout scico and flax use:
+- blur: whole-sample reflection padding by kernel_size // 2, then a "valid" correlation with the
+  separable Gaussian taps of `diracbench.operators.blur` (the same float64 taps the torch operator
+  uses). Two implementations give the same operator: "fft" (pad, `fftconvolve` with the 2-D kernel,
+  crop the valid part; baselines.md §5.3) and "matrix" (X -> H_r X H_c^T with the 1-D matrices
+  H = C P, exactly the torch operator's arithmetic). scico derives the adjoint by JAX transposition.
+- mask: `linop.Diagonal(m)`, the same smooth mask on every channel.
+Both also give the exact solve of (c A^T A + rho I) x = b (blur: from the SVDs of H_r and H_c;
+mask: elementwise), used as the ADMM x-update. It is exact per image, so, unlike conjugate
+gradients with inner products over the whole batch, an image's result does not depend on which
+other images share its batch.
+
+Batch driver. `solve_candidates` runs one method on every (grid point, image) pair at once:
+vectorisable hyper-parameters (rho, lambda) become one value per batch element, the iteration
+count is read off a single longest run by snapshots, and the batch is cut into equal chunks so
+every chunk reuses the same compiled shapes.
+
+JAX is imported lazily (`jax_modules`) after `configure_jax` has set the platform and threads.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from diracbench.errors import UserError
+
+BLUR_IMPLS = ("fft", "matrix")
+INITS = ("adjoint", "measurement")
+# Floor on the mask for the "measurement" initialisation y / max(m, floor) (baselines.md §5.4):
+# pixels the mask nearly removes start from a bounded, clipped guess instead of amplified noise.
+MASK_INIT_FLOOR = 0.1
+
+
+# --------------------------------------------------------------------------------------------
+# JAX set-up
+
+
+def configure_jax(threads: int, device: str = "cpu") -> None:
+    """Pick the JAX platform and thread use; effective only before jax is first imported.
+
+    XLA:CPU sizes its thread pool by the CPUs this process may run on (its affinity, which Slurm
+    sets to the allocated cores); it has no thread-count option. With one thread we switch off
+    Eigen's multi-threading, the one knob XLA offers.
+    """
+    if device.startswith("cuda"):
+        os.environ.setdefault("JAX_PLATFORMS", "cuda")
+        # torch may hold the same GPU in this process: don't let JAX grab 75% of its memory.
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    else:
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    flags = os.environ.get("XLA_FLAGS", "")
+    if int(threads) <= 1 and "xla_cpu_multi_thread_eigen" not in flags:
+        os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false").strip()
+
+
+def jax_modules():
+    """(jax, jnp) after checking that the requested platform initialised."""
+    import jax
+    import jax.numpy as jnp
+
+    try:
+        jax.devices()
+    except RuntimeError as err:
+        raise UserError(f"JAX could not start its {os.environ.get('JAX_PLATFORMS', 'default')} backend ({err}); run the scico methods with --device cpu or install a CUDA build of jax in the scico environment") from None
+    return jax, jnp
+
+
+def jax_device_description() -> str:
+    import jax
+
+    dev = jax.devices()[0]
+    return f"jax:{dev.platform}:{getattr(dev, 'device_kind', '')}"
+
+
+# --------------------------------------------------------------------------------------------
+# Layout
+
+
+def to_nhwc(x: Any) -> np.ndarray:
+    """(N, C, H, W) torch/numpy -> (N, H, W, C) float32 numpy."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.ascontiguousarray(np.transpose(np.asarray(x, dtype=np.float32), (0, 2, 3, 1)))
+
+
+def to_nchw(x: Any) -> np.ndarray:
+    return np.ascontiguousarray(np.transpose(np.asarray(x, dtype=np.float32), (0, 3, 1, 2)))
+
+
+# --------------------------------------------------------------------------------------------
+# Operators
+
+
+def blur_taps_and_matrices(family: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """float64 taps g and 1-D matrices H_r, H_c = C P, from the torch operator's own construction."""
+    import torch
+
+    from diracbench.operators.blur import gaussian_taps, padded_correlation_basis
+
+    k = int(family["kernel_size"])
+    h, w = (int(v) for v in family["image_size"])
+    taps = gaussian_taps(torch.tensor([float(family["std_t1"])], dtype=torch.float64), k)[0]
+    H_r = torch.einsum("k,kij->ij", taps, padded_correlation_basis(h, k))
+    H_c = H_r if w == h else torch.einsum("k,kij->ij", taps, padded_correlation_basis(w, k))
+    return taps.numpy(), H_r.numpy(), H_c.numpy()
+
+
+def mask_values(family: dict) -> np.ndarray:
+    """(H, W) float64 mask m_1 from the torch operator's construction."""
+    import torch
+
+    from diracbench.operators.inpaint import smooth_masks
+
+    m = smooth_masks(
+        torch.tensor([float(family["mask_std_t1"])], dtype=torch.float64),
+        tuple(int(v) for v in family["image_size"]),
+        float(family["mask_power"]),
+        tuple(int(v) for v in family["mask_centre"]),
+        truncate=float(family.get("truncate_std", 4.0)),
+    )
+    return m[0, 0].numpy()
+
+
+@dataclass
+class ScicoOperator:
+    """A_1 on (N, H, W, C) batches, with the exact solve of (c A^T A + rho I) x = b."""
+
+    kind: str  # "blur" or "inpaint"
+    A: Any  # scico.linop.LinearOperator
+    normal_solve: Callable[[Any, Any, float], Any]  # (b, rho broadcastable to b, c) -> x
+    mask: Any = None  # (H, W, 1) jnp array for inpainting
+
+    def init(self, y: Any, how: str) -> Any:
+        """x0 for the solvers: A^T y, or the measurement itself (mask: y / max(m, 0.1), clipped)."""
+        jax, jnp = jax_modules()
+        if how == "adjoint":
+            return self.A.adj(y)
+        if how == "measurement":
+            if self.kind == "blur":
+                return jnp.asarray(y)
+            return jnp.clip(y / jnp.maximum(self.mask, MASK_INIT_FLOOR), 0.0, 1.0)
+        raise UserError(f"unknown init {how!r}; use one of {list(INITS)}")
+
+
+def build_operator(spec: dict, batch: int, blur_impl: str = "fft") -> ScicoOperator:
+    """The scico version of operator.json's A_1 for batches of `batch` images."""
+    jax, jnp = jax_modules()
+    from scico import linop
+
+    fam = spec["family"]
+    h, w = (int(v) for v in fam["image_size"])
+    channels = int(spec.get("channels", 3))
+    shape = (int(batch), h, w, channels)
+    if fam["kind"] == "inpaint":
+        m = jnp.asarray(mask_values(fam), dtype=jnp.float32)[:, :, None]
+        A = linop.Diagonal(m, input_shape=shape, jit=True)
+
+        def normal_solve(b, rho, c=1.0):
+            return b / (c * m * m + rho)
+
+        return ScicoOperator("inpaint", A, normal_solve, mask=m)
+    if fam["kind"] != "blur":
+        raise UserError(f"operator.json names an unknown family kind {fam['kind']!r}")
+    if blur_impl not in BLUR_IMPLS:
+        raise UserError(f"blur_impl {blur_impl!r} is unknown; use one of {list(BLUR_IMPLS)}")
+    taps, H_r64, H_c64 = blur_taps_and_matrices(fam)
+    pad = int(fam["kernel_size"]) // 2
+    if blur_impl == "fft":
+        k = int(fam["kernel_size"])
+        hp, wp = h + 2 * pad, w + 2 * pad
+        # Linear convolution via FFTs of the padded size: the "valid" outputs (index >= k - 1)
+        # never wrap around, so no extra zero padding is needed.
+        g = np.zeros((hp, wp))
+        g[:k, :k] = np.outer(taps, taps)
+        G = jnp.asarray(np.fft.rfft2(g)[None, :, :, None], jnp.complex64)
+
+        def forward(x):
+            xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+            full = jnp.fft.irfft2(jnp.fft.rfft2(xp, axes=(1, 2)) * G, s=(hp, wp), axes=(1, 2))
+            # A symmetric kernel makes this convolution equal the torch operator's correlation.
+            return full[:, k - 1 :, k - 1 :, :].astype(jnp.float32)
+
+    else:
+        H_r, H_c = jnp.asarray(H_r64, jnp.float32), jnp.asarray(H_c64, jnp.float32)
+
+        def forward(x):
+            return jnp.einsum("ih,nhwc,jw->nijc", H_r, x, H_c)
+
+    A = linop.LinearOperator(input_shape=shape, output_shape=shape, input_dtype=jnp.float32, eval_fn=forward, jit=True)
+
+    # A^T A = (H_r^T H_r) (x) (H_c^T H_c) is diagonalised by the right singular vectors of H_r, H_c.
+    _, s_r, Vt_r = np.linalg.svd(H_r64)
+    _, s_c, Vt_c = np.linalg.svd(H_c64)
+    V_r, V_c = jnp.asarray(Vt_r.T, jnp.float32), jnp.asarray(Vt_c.T, jnp.float32)
+    eig = jnp.asarray(np.outer(s_r**2, s_c**2)[None, :, :, None], jnp.float32)
+
+    def normal_solve(b, rho, c=1.0):
+        coef = jnp.einsum("hi,nhwc,wj->nijc", V_r, b, V_c) / (c * eig + rho)
+        return jnp.einsum("ih,nhwc,jw->nijc", V_r, coef, V_c)
+
+    return ScicoOperator("blur", A, jax.jit(normal_solve), mask=None)
+
+
+def per_image(values: np.ndarray) -> Any:
+    """(n,) hyper-parameter values -> (n, 1, 1, 1) float32, broadcasting over (n, H, W, C)."""
+    _, jnp = jax_modules()
+    return jnp.asarray(np.asarray(values, dtype=np.float32).reshape(-1, 1, 1, 1))
+
+
+def batch_psnr_dc(A: Any, y: Any, x_hat: Any, x: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image PSNR of clip(x_hat) vs x and data consistency mean((y - A clip(x_hat))^2)."""
+    _, jnp = jax_modules()
+    xc = jnp.clip(x_hat, 0.0, 1.0)
+    mse = jnp.maximum(jnp.mean((xc - x) ** 2, axis=(1, 2, 3)), 1e-12)
+    dc = jnp.mean((y - A(xc)) ** 2, axis=(1, 2, 3))
+    return np.asarray(10.0 * jnp.log10(1.0 / mse)), np.asarray(dc)
+
+
+# --------------------------------------------------------------------------------------------
+# Batch driver
+
+
+@dataclass
+class Chunk:
+    """One batch handed to a method's solver."""
+
+    hparams: dict  # the structural (non-vectorised) hyper-parameters of this batch
+    y: np.ndarray  # (n, H, W, C)
+    x: np.ndarray | None  # clean images, for trajectory logging only
+    params: dict[str, np.ndarray]  # vectorised hyper-parameters, one value per batch element
+    snapshots: list[int]  # iteration counts at which to return the iterate
+    log: bool  # record per-iteration statistics
+
+
+@dataclass
+class ChunkResult:
+    iterates: dict[int, np.ndarray]  # iteration count -> (n, H, W, C)
+    stats: dict[str, np.ndarray] | None = None  # name -> (iterations, n), e.g. psnr and dc
+
+
+def check_hparams(hp: dict, required: Iterable[str], method: str) -> None:
+    missing = sorted(set(required) - set(hp))
+    if missing:
+        raise UserError(f"{method} needs hyper-parameters {missing}: set them under '{method}.hparams' or tune them ('{method}.grid', rule tune_{method.replace('-', '_')}) and pass --tuned chosen.yaml")
+    unknown = sorted(set(hp) - set(required))
+    if unknown:
+        raise UserError(f"{method} does not know the hyper-parameters {unknown}; known: {sorted(required)}")
+
+
+def solve_candidates(
+    problem: Any,
+    candidates: Sequence[dict],
+    *,
+    method: str,
+    required: Sequence[str],
+    vectorised: Sequence[str],
+    solve_chunk: Callable[[Chunk], ChunkResult],
+    log_trajectory: bool,
+) -> list:
+    """Reconstruct `problem` once per candidate hyper-parameter set, batching everything possible.
+
+    Candidates that differ only in `vectorised` keys and in `maxiter` share one run: each batch
+    element is one (vectorised values, image) pair, and shorter iteration counts are snapshots of
+    the longest. `seconds` per image is the batch's wall time shared equally by its elements,
+    times maxiter / longest maxiter.
+    """
+    import pandas as pd
+
+    from diracbench.methods.base import TRAJECTORY_COLUMNS, Reconstruction
+
+    y_all = to_nhwc(problem.y)
+    x_all = to_nhwc(problem.x) if log_trajectory else None
+    n_img = len(problem)
+    for hp in candidates:
+        check_hparams(hp, required, method)
+        if int(hp["maxiter"]) < 1:
+            raise UserError(f"{method}: maxiter must be at least 1 (got {hp['maxiter']})")
+    results: list[Any] = [None] * len(candidates)
+    structural_keys = [k for k in required if k not in vectorised and k != "maxiter"]
+    groups: dict[tuple, list[int]] = {}
+    for ci, hp in enumerate(candidates):
+        groups.setdefault(tuple((k, _hashable(hp[k])) for k in structural_keys), []).append(ci)
+    for members in groups.values():
+        structural = {k: candidates[members[0]][k] for k in structural_keys}
+        points = sorted({tuple(float(candidates[ci][k]) for k in vectorised) for ci in members})
+        snapshots = sorted({int(candidates[ci]["maxiter"]) for ci in members})
+        longest = snapshots[-1]
+        jobs = [(p, i) for p in range(len(points)) for i in range(n_img)]
+        iterates = {k: np.empty((len(jobs),) + y_all.shape[1:], np.float32) for k in snapshots}
+        seconds = np.empty(len(jobs))
+        stats: dict[str, np.ndarray] = {}
+        batch_size = max(1, int(structural.get("batch_size", len(jobs))))
+        for sl in _equal_chunks(len(jobs), batch_size):
+            idx = list(range(sl.start, sl.stop))
+            # Pad the last chunk to the common size: one compiled shape for all chunks.
+            size = _chunk_size(len(jobs), batch_size)
+            padded = idx + [idx[-1]] * (size - len(idx))
+            imgs = [jobs[j][1] for j in padded]
+            chunk = Chunk(
+                hparams=structural,
+                y=y_all[imgs],
+                x=x_all[imgs] if x_all is not None else None,
+                params={k: np.array([points[jobs[j][0]][vi] for j in padded]) for vi, k in enumerate(vectorised)},
+                snapshots=snapshots,
+                log=log_trajectory,
+            )
+            start = time.perf_counter()
+            out = solve_chunk(chunk)
+            seconds[idx] = (time.perf_counter() - start) / len(idx)
+            for k in snapshots:
+                iterates[k][idx] = out.iterates[k][: len(idx)]
+            if out.stats is not None:
+                for name, arr in out.stats.items():
+                    stats.setdefault(name, np.empty((arr.shape[0], len(jobs))))[:, idx] = arr[:, : len(idx)]
+        for ci in members:
+            hp = candidates[ci]
+            p = points.index(tuple(float(hp[k]) for k in vectorised))
+            k = int(hp["maxiter"])
+            sel = slice(p * n_img, (p + 1) * n_img)
+            trajectory = None
+            if log_trajectory and stats:
+                rows = []
+                for step in range(k + 1):
+                    for i in range(n_img):
+                        rows.append((i, problem.names[i], step, float("nan"), step, stats["dc"][step, sel][i], stats["psnr"][step, sel][i], float("nan")))
+                trajectory = pd.DataFrame(rows, columns=TRAJECTORY_COLUMNS)
+            results[ci] = Reconstruction(
+                x_hat=to_nchw(iterates[k][sel]),
+                nfe=np.full(n_img, k),
+                seconds=seconds[sel] * k / longest,
+                trajectory=trajectory,
+            )
+    return results
+
+
+def _hashable(v: Any) -> Any:
+    return tuple(v) if isinstance(v, list) else v
+
+
+def _chunk_size(total: int, batch_size: int) -> int:
+    n_chunks = max(1, math.ceil(total / batch_size))
+    return math.ceil(total / n_chunks)
+
+
+def _equal_chunks(total: int, batch_size: int) -> list[slice]:
+    size = _chunk_size(total, batch_size)
+    return [slice(s, min(total, s + size)) for s in range(0, total, size)]
+
+
+def itstat_quiet() -> dict:
+    """scico iteration statistics reduced to the iteration number (no residual norms, no output):
+    the batch mixes images and hyper-parameters, so scico's whole-batch norms would mean nothing."""
+    return {"fields": {"Iter": "%d"}, "itstat_func": lambda obj: (obj.itnum,), "display": False}

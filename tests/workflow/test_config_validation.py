@@ -1,0 +1,58 @@
+"""The worst config mistakes each stop `snakemake` before any job runs, with one line naming the key."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from smk import REPO, snakemake
+
+DEFAULT = yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def _set(cfg: dict, path: str, value) -> dict:
+    cfg = copy.deepcopy(cfg)
+    node = cfg
+    keys = path.split(".")
+    for k in keys[:-1]:
+        node = node[k]
+    if value is _DELETE:
+        del node[keys[-1]]
+    else:
+        node[keys[-1]] = value
+    return cfg
+
+
+_DELETE = object()
+
+MISTAKES = [
+    ("typo in a top-level key", lambda c: {**c, "datasetz": c["datasets"]}, "datasetz"),
+    ("string where a number belongs", lambda c: _set(c, "datasets.photos.image_size", "32"), "datasets.photos.image_size"),
+    ("measurement noise out of range", lambda c: _set(c, "noise.sigma_max", 5.0), "noise.sigma_max"),
+    ("missing required section", lambda c: _set(c, "noise", _DELETE), "noise"),
+    ("even blur kernel", lambda c: _set(c, "tasks.deblur.operator.kernel_size", 36), "tasks.deblur.operator.kernel_size"),
+    ("kernel wider than the image", lambda c: _set(c, "tasks.deblur.operator.kernel_size", 71), "kernel_size"),
+    ("photo in two splits", lambda c: _set(c, "datasets.photos.source.splits.val", ["coffee", "rocket"]), "rocket"),
+    ("unknown photo", lambda c: _set(c, "datasets.photos.source.splits.test", ["astronaut", "lena"]), "datasets.photos.source.splits.test"),
+    ("unknown method", lambda c: _set(c, "methods", ["dirac-po", "dsp"]), "methods"),
+    ("unknown task", lambda c: _set(c, "tasks", {**c["tasks"], "denoise": c["tasks"]["deblur"]}), "tasks"),
+    ("sigma_min above sigma_max", lambda c: _set(c, "noise.sigma_min", 0.2), "noise.sigma_min"),
+    ("blur operator under the inpaint task", lambda c: _set(c, "tasks.inpaint.operator", c["tasks"]["deblur"]["operator"]), "tasks.inpaint"),
+    ("folder dataset without root", lambda c: _set(c, "datasets.photos.source", {"kind": "folders", "train": {"protocol": "plain"}, "val": {"protocol": "plain", "root": "x"}, "test": {"protocol": "plain", "root": "x"}}), "root"),
+    ("negative learning rate", lambda c: _set(c, "training.lr", -1e-4), "training.lr"),
+]
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize("name, mutate, key", MISTAKES, ids=[m[0] for m in MISTAKES])
+def test_bad_config_fails_early_naming_the_key(tmp_path, name, mutate, key):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(mutate(DEFAULT)))
+    proc = snakemake("-n", config=bad, workdir=tmp_path, check=False, timeout=120)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    message = next((line for line in out.splitlines() if "config key" in line or line.strip().startswith("- ")), "")
+    assert key in message, out[-2000:]
+    assert not (tmp_path / "results").exists()

@@ -1,0 +1,40 @@
+"""The real workflow: lint, dry runs, and the tiny configuration end to end, twice."""
+
+from __future__ import annotations
+
+import pytest
+
+from smk import REPO, snakemake
+
+pytestmark = pytest.mark.workflow
+
+
+def test_lint_is_clean():
+    proc = snakemake("--lint", config=None, check=False, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_default_config_builds_a_dag(tmp_path):
+    proc = snakemake("-n", "--quiet", "rules", config=REPO / "config.yaml", workdir=tmp_path, timeout=300)
+    assert "prepare_data" in proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tiny")
+    snakemake("--cores", "2", workdir=workdir)
+    return workdir
+
+
+def test_tiny_chain_produces_every_output(tiny_run):
+    for task in ("deblur", "inpaint"):
+        base = tiny_run / "results" / "photos" / task
+        assert (base / "operator.json").is_file()
+        for split in ("val", "test"):
+            assert (base / "measurements" / f"{split}.npz").is_file()
+    assert (tiny_run / "results" / "photos" / "data" / "train.npy").is_file()
+
+
+def test_second_run_has_nothing_to_do(tiny_run):
+    proc = snakemake("-n", workdir=tiny_run)
+    assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]

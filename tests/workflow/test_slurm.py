@@ -1,0 +1,296 @@
+"""The tiny configuration on a real single-node Slurm cluster, through the committed SLURM profile.
+
+`test_tiny_workflow_on_slurm` installs Slurm and munge from Debian packages when missing,
+starts a one-node cluster (tests/workflow/slurm_cluster.py), runs the default target with
+
+    snakemake --executor slurm --workflow-profile workflow/profiles/slurm \
+        --profile tests/profiles/slurm-ci --configfile tests/configs/tiny.yaml \
+        --replace-workflow-config --verbose
+
+in a fresh working directory, and checks: every output exists, every job was submitted through
+sbatch with the test site profile's partition, every job of a GPU rule (resources gpu>0 or a
+gpu gres) asked Slurm for a GPU and no other job did, and a second run does nothing.
+
+It skips only where the machine cannot host the cluster (not root, no apt, or a Slurm that the
+test did not set up); DIRACBENCH_REQUIRE_SLURM=1 turns that skip into a failure (CI sets it).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+# The helper sits next to this file; importable under any pytest --import-mode.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import slurm_cluster  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_CONFIG = REPO / "tests" / "configs" / "tiny.yaml"
+WORKFLOW_PROFILE = REPO / "workflow" / "profiles" / "slurm"
+CI_PROFILE = REPO / "tests" / "profiles" / "slurm-ci"
+SITE_EXAMPLE_PROFILE = REPO / "workflow" / "profiles" / "slurm-site-example"
+RUN_TIMEOUT_S = float(os.environ.get("DIRACBENCH_SLURM_TIMEOUT", "1200"))
+
+
+def snakemake(workdir: Path, *args: str) -> list[str]:
+    return [
+        sys.executable, "-m", "snakemake",
+        "--snakefile", str(REPO / "Snakefile"),
+        "--directory", str(workdir),
+        "--configfile", str(TINY_CONFIG),
+        "--replace-workflow-config",
+        *args,
+    ]  # fmt: skip
+
+
+# --- reading Snakemake's --verbose log -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    jobid: str
+    rule: str
+    resources: str  # the job's `resources:` line as Snakemake printed it
+    local: bool
+
+
+def parse_jobs(log: str) -> dict[str, Job]:
+    """The job blocks ("rule x:" / "localrule x:" followed by indented fields), by jobid."""
+    jobs: dict[str, Job] = {}
+    rule, local, fields = None, False, {}
+
+    def flush() -> None:
+        if rule is not None and "jobid" in fields:
+            jobs[fields["jobid"]] = Job(fields["jobid"], rule, fields.get("resources", ""), local)
+
+    for line in log.splitlines():
+        head = re.fullmatch(r"(local)?rule (\w+):", line.strip()) if not line.startswith(" ") else None
+        if head:
+            flush()
+            rule, local, fields = head.group(2), bool(head.group(1)), {}
+        elif rule is not None and line.startswith("    ") and ": " in line:
+            key, value = line.strip().split(": ", 1)
+            fields.setdefault(key, value)
+        elif rule is not None:
+            flush()
+            rule, fields = None, {}
+    flush()
+    return jobs
+
+
+def parse_submissions(log: str) -> dict[str, str]:
+    """jobid -> Slurm log directory of its submission (unique per rule and wildcards)."""
+    found = re.findall(r"Job (\d+) has been submitted with SLURM jobid \d+ \(log: (.+?)\)\.?$", log, re.M)
+    return {jobid: str(Path(path).parent) for jobid, path in found}
+
+
+def parse_sbatch_calls(log: str) -> dict[str, str]:
+    """Slurm log directory (from --output) -> the sbatch command line the plugin ran."""
+    calls = {}
+    for call in re.findall(r"sbatch call: (sbatch .*)$", log, re.M):
+        argv = shlex.split(call)
+        calls[str(Path(argv[argv.index("--output") + 1]).parent)] = call
+    return calls
+
+
+def requests_gpu(resources: str) -> bool:
+    gpu = re.search(r"(?:^|, )gpus?=(\d+)(?:,|\s|$)", resources)
+    gres = re.search(r"(?:^|, )gres=([^,]*)", resources)
+    return bool(gpu and int(gpu.group(1)) > 0) or bool(gres and "gpu" in gres.group(1))
+
+
+def sbatch_requests_gpu(call: str) -> bool:
+    return bool(re.search(r"(?:^|\s)(--gpus[= ]\S+|--gres[= ]\S*gpu)", call.split(" --wrap=")[0]))
+
+
+def check_submissions(log: str, partition: str) -> tuple[list[tuple[Job, str]], list[str]]:
+    """Pair every submitted job with its sbatch line; return the pairs and what is wrong."""
+    jobs, submitted, calls = parse_jobs(log), parse_submissions(log), parse_sbatch_calls(log)
+    pairs, errors = [], []
+    for job in jobs.values():
+        if job.local:
+            continue
+        if job.jobid not in submitted:
+            errors.append(f"job {job.jobid} ({job.rule}) was not submitted through sbatch")
+            continue
+        call = calls.get(submitted[job.jobid])
+        if call is None:
+            errors.append(f"no 'sbatch call' line for job {job.jobid} ({job.rule}); was --verbose given?")
+            continue
+        pairs.append((job, call))
+        if f" -p {partition}" not in call:
+            errors.append(f"job {job.jobid} ({job.rule}): partition {partition} from the site profile missing: {call}")
+        if requests_gpu(job.resources) and not sbatch_requests_gpu(call):
+            errors.append(f"GPU job {job.jobid} ({job.rule}) was submitted without a GPU request: {call}")
+        if not requests_gpu(job.resources) and sbatch_requests_gpu(call):
+            errors.append(f"CPU job {job.jobid} ({job.rule}) was submitted with a GPU request: {call}")
+    return pairs, errors
+
+
+def read_summary(workdir: Path) -> list[dict[str, str]]:
+    out = subprocess.run(snakemake(workdir, "--summary"), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-4000:]
+    lines = [line.split("\t") for line in out.stdout.splitlines() if "\t" in line]
+    header, rows = lines[0], lines[1:]
+    assert header[:3] == ["output_file", "date", "rule"], header
+    return [dict(zip(header, row)) for row in rows]
+
+
+# --- log parsing on its own (no cluster needed) --------------------------------------------
+
+SAMPLE_LOG = """\
+[Thu Nov 26 22:53:07 2026]
+rule train_dirac:
+    output: results/photos/deblur/models/dirac-dt0.05/weights.pt
+    jobid: 4
+    wildcards: dataset=photos, task=deblur
+    threads: 2
+    resources: tmpdir=<TBD>, mem_mb=4000, runtime=60, slurm_partition=debug, gpu=1, cpus_per_gpu=2
+sbatch call: sbatch --parsable --job-name abc --output /w/.snakemake/slurm_logs/rule_train_dirac/photos_deblur/%j.log --export=ALL --comment rule_train_dirac_wildcards_photos_deblur -p debug -t 60 --mem 4000 --cpus-per-gpu=2 --gpus=1 --wrap="python -m snakemake --target-jobs 'train_dirac:dataset=photos,task=deblur'"
+Job 4 has been submitted with SLURM jobid 7 (log: /w/.snakemake/slurm_logs/rule_train_dirac/photos_deblur/7.log).
+[Thu Nov 26 22:53:08 2026]
+rule tune_admm_tv:
+    jobid: 5
+    resources: tmpdir=<TBD>, mem_mb=2000, runtime=30, slurm_partition=debug
+sbatch call: sbatch --parsable --job-name abc --output /w/.snakemake/slurm_logs/rule_tune_admm_tv/photos_inpaint/%j.log --export=ALL --comment rule_tune_admm_tv -p debug --ntasks=1 --cpus-per-task=1 --wrap="python -m snakemake --set-resources 'x:gpus=1'"
+Job 5 has been submitted with SLURM jobid 8 (log: /w/.snakemake/slurm_logs/rule_tune_admm_tv/photos_inpaint/8.log).
+localrule all:
+    jobid: 0
+    resources: tmpdir=/tmp
+"""
+
+
+def test_log_parsing_pairs_jobs_with_their_sbatch_lines() -> None:
+    pairs, errors = check_submissions(SAMPLE_LOG, "debug")
+    assert errors == []
+    assert [(job.rule, "--gpus=1" in call) for job, call in pairs] == [("train_dirac", True), ("tune_admm_tv", False)]
+
+
+def test_log_parsing_flags_a_gpu_job_without_gpu_request() -> None:
+    log = SAMPLE_LOG.replace(" --gpus=1 --wrap", " --wrap")
+    _, errors = check_submissions(log, "debug")
+    assert len(errors) == 1 and "GPU job 4 (train_dirac)" in errors[0]
+
+
+def test_log_parsing_flags_gres_switch_and_cpu_job_with_gpu() -> None:
+    log = SAMPLE_LOG.replace("gpu=1, cpus_per_gpu=2", "gpu=0, gres=gpu:1").replace("--gpus=1", "--gres=gpu:1")
+    log = log.replace("--cpus-per-task=1 --wrap", "--cpus-per-task=1 --gpus=1 --wrap")
+    _, errors = check_submissions(log, "debug")
+    assert len(errors) == 1 and "CPU job 5 (tune_admm_tv)" in errors[0]
+
+
+def test_log_parsing_flags_missing_submission_and_partition() -> None:
+    log = SAMPLE_LOG.replace("Job 5 has been submitted", "Job 55 has been submitted").replace("-p debug -t 60", "-t 60")
+    _, errors = check_submissions(log, "debug")
+    assert any("job 5 (tune_admm_tv) was not submitted" in e for e in errors)
+    assert any("job 4 (train_dirac): partition debug" in e for e in errors)
+
+
+# --- the profiles parse and combine --------------------------------------------------------
+
+
+@pytest.mark.parametrize("site_profile", [CI_PROFILE, SITE_EXAMPLE_PROFILE], ids=["slurm-ci", "site-example"])
+def test_slurm_profiles_load_in_a_dry_run(tmp_path: Path, site_profile: Path) -> None:
+    cmd = snakemake(tmp_path, "--dry-run", "--workflow-profile", str(WORKFLOW_PROFILE), "--profile", str(site_profile))
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    text = out.stdout + out.stderr
+    partition = "debug" if site_profile == CI_PROFILE else "cpu"
+    assert f"slurm_partition={partition}" in text, "the site profile's default-resources were not applied"
+
+
+# --- the real cluster ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    # Not under pytest's tmp dir: that is private to root (0700) and slurmctld runs as `slurm`.
+    root = Path(tempfile.mkdtemp(prefix="diracbench-slurm-"))
+    try:
+        with slurm_cluster.single_node_cluster(root) as c:
+            yield c
+    except slurm_cluster.SlurmUnavailable as why:
+        if os.environ.get("DIRACBENCH_REQUIRE_SLURM") == "1":
+            pytest.fail(f"DIRACBENCH_REQUIRE_SLURM=1 but no test cluster: {why}")
+        pytest.skip(f"no single-node Slurm test cluster here: {why}")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_tiny_workflow_on_slurm(cluster: slurm_cluster.SlurmCluster, tmp_path: Path) -> None:
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    # --max-threads: a rule asking for more CPUs than the one node has would never be scheduled.
+    cmd = snakemake(
+        workdir,
+        "--executor", "slurm",
+        "--workflow-profile", str(WORKFLOW_PROFILE),
+        "--profile", str(CI_PROFILE),
+        "--max-threads", str(cluster.cpus),
+        "--verbose",
+    )  # fmt: skip
+    started = time.monotonic()
+    first_log = tmp_path / "snakemake-first.log"
+    with first_log.open("w") as fh:
+        first = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, timeout=RUN_TIMEOUT_S)
+    first_seconds = time.monotonic() - started
+    log = first_log.read_text()
+
+    def context() -> str:
+        slurm_logs = sorted((workdir / ".snakemake" / "slurm_logs").rglob("*.log"))
+        tails = [f"--- {p}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-30:]) for p in slurm_logs[-5:]]
+        return "\n".join(["--- snakemake (last 80 lines)", *log.splitlines()[-80:], *tails, cluster.diagnostics()])
+
+    assert first.returncode == 0, f"snakemake on Slurm failed ({first.returncode})\n{context()}"
+
+    pairs, errors = check_submissions(log, cluster.partition)
+    assert pairs, f"no job was submitted to Slurm\n{context()}"
+    assert not errors, "\n".join(errors)
+
+    summary = read_summary(workdir)
+    assert summary, "snakemake --summary lists no outputs"
+    for row in summary:
+        assert (workdir / row["output_file"]).exists(), f"{row['output_file']} ({row['rule']}) missing after the Slurm run"
+        assert row["status"] == "ok", f"{row['output_file']}: status {row['status']!r} after the Slurm run"
+        logs = row.get("log-file(s)", "-")
+        for log_file in [] if logs in ("", "-") else logs.split(","):
+            assert (workdir / log_file.strip()).exists(), f"log {log_file} of {row['rule']} missing"
+    submitted_rules = {job.rule for job, _ in pairs}
+    local_rules = {job.rule for job in parse_jobs(log).values() if job.local}
+    unseen = {row["rule"] for row in summary} - submitted_rules - local_rules
+    assert not unseen, f"outputs of {sorted(unseen)} were not made by a job of this run"
+
+    started = time.monotonic()
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    second_seconds = time.monotonic() - started
+    rerun_log = second.stdout + second.stderr
+    assert second.returncode == 0, rerun_log[-4000:]
+    assert "Nothing to be done" in rerun_log, f"the rerun was not a no-op:\n{rerun_log[-4000:]}"
+    assert "sbatch call:" not in rerun_log
+
+    gpu_pairs = [(job, call) for job, call in pairs if requests_gpu(job.resources)]
+    print(
+        f"\nSlurm: packages installed in {cluster.install_seconds:.1f} s, cluster up in {cluster.start_seconds:.1f} s; "
+        f"workflow {first_seconds:.1f} s for {len(pairs)} Slurm jobs; rerun {second_seconds:.1f} s"
+    )
+    for job, call in pairs:
+        print(f"  {job.rule} (job {job.jobid}): {call.split(' --wrap=')[0]}")
+    if gpu_pairs:
+        print(f"GPU request check exercised on {len(gpu_pairs)} jobs of {sorted({j.rule for j, _ in gpu_pairs})}")
+    else:
+        warnings.warn(
+            "GPU request check not exercised: no job of the tiny config's DAG requests a GPU "
+            f"(rules submitted: {sorted(submitted_rules)})",
+            stacklevel=1,
+        )
