@@ -18,6 +18,18 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/data.smk"
 
 
+include: "workflow/rules/dirac.smk"
+
+
+include: "workflow/rules/baselines_diffusion.smk"
+
+
+include: "workflow/rules/baselines_scico.smk"
+
+
+include: "workflow/rules/report.smk"
+
+
 rule all:
     default_target: True
     input:

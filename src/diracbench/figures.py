@@ -164,9 +164,13 @@ def fig_perception(inputs: dict, settings: dict, out_stem: Path) -> list[Path]:
         ax.set_xlim(1.0, 0.0)  # sampling runs from t = 1 (measurement) to t = 0 (clean)
         ax.set_xlabel("reverse time t (1 = measurement → 0)")
         ax.set_ylabel(label)
-        for (name, t_stop), style in zip(sorted(stops.items()), ("--", ":")):
+        by_time: dict[float, list[str]] = {}
+        for name, t_stop in sorted(stops.items()):
+            by_time.setdefault(t_stop, []).append(name)  # PO and DO may stop at the same t
+        for (t_stop, names), style in zip(sorted(by_time.items()), ("--", ":")):
             ax.axvline(t_stop, color="k", ls=style, lw=1)
-            ax.text(t_stop, 0.98, f" {name} t={t_stop:g}", transform=ax.get_xaxis_transform(), va="top", ha="left", fontsize=7)
+            left = t_stop > 0.15  # keep the label inside the axes near t = 0
+            ax.text(t_stop, 0.98, f" {' = '.join(names)} t={t_stop:g} ", transform=ax.get_xaxis_transform(), va="top", ha="left" if left else "right", fontsize=7)
     fig.suptitle(f"{_title(settings)}: perception–distortion along the reverse process (val, x0_hat)", fontsize=9)
     fig.tight_layout()
     return save(fig, out_stem)
@@ -180,10 +184,15 @@ def fig_consistency(inputs: dict, settings: dict, out_stem: Path) -> list[Path]:
     sigma2 = _sigma_1(inputs) ** 2
     colours = _palette(list(trajs))
     fig, ax = plt.subplots(figsize=(4.2, 3.0))
+    empty = []
     for method, path in _ordered(trajs):
         m = step_means(read_trajectory(path, method)).dropna(subset=["dc"])
-        label = DISPLAY.get(method, method) + (" (val)" if method == "dirac" else "")
+        label = "Dirac, no guidance (val)" if method == "dirac" else DISPLAY.get(method, method)
+        if m.empty:
+            empty.append(label)
+            continue
         ax.plot(m["t"], m["dc"], label=label, color=colours[method], lw=1.5)
+    _note_empty(ax, empty)
     ax.axhline(sigma2, color="k", ls="--", lw=1, label=f"noise floor σ₁² = {sigma2:g}")
     ax.set_yscale("log")
     ax.set_xlim(1.0, 0.0)
@@ -193,6 +202,12 @@ def fig_consistency(inputs: dict, settings: dict, out_stem: Path) -> list[Path]:
     ax.legend(fontsize=7)
     fig.tight_layout()
     return save(fig, out_stem)
+
+
+def _note_empty(ax, labels: list[str]) -> None:
+    """Say which methods logged no trajectory, rather than silently drawing nothing for them."""
+    if labels:
+        ax.text(0.02, 0.02, "no trajectory logged: " + ", ".join(labels), transform=ax.transAxes, fontsize=6, color="0.35", va="bottom")
 
 
 def _sigma_1(inputs: dict) -> float:
@@ -211,16 +226,20 @@ def fig_lpips_nfe(inputs: dict, settings: dict, out_stem: Path) -> list[Path]:
         raise UserError("lpips-nfe: needs --input trajectory__<method>=PATH or aggregate__<method>=PATH")
     colours = _palette(sorted(set(trajs) | set(aggs)))
     fig, ax = plt.subplots(figsize=(4.2, 3.0))
+    empty = []
     for method, path in _ordered(trajs):
         m = step_means(read_trajectory(path, method)).dropna(subset=["lpips", "nfe"])
         m = m[m["nfe"] > 0]
-        if not m.empty:
-            ax.plot(m["nfe"], m["lpips"], color=colours[method], lw=1.2, alpha=0.8, label=f"{DISPLAY.get(method, method)}: x̂₀ along the run")
+        if m.empty:
+            empty.append(DISPLAY.get(method, method))
+            continue
+        ax.plot(m["nfe"], m["lpips"], color=colours[method], lw=1.2, alpha=0.8, label=f"{DISPLAY.get(method, method)}: x̂₀ along the run")
     for method, path in _ordered(aggs):
         agg = read_csv(path, ("metric", "mean"), "the 'metrics' rule").set_index("metric")["mean"]
         nfe, lp = float(agg.get("nfe", math.nan)), float(agg.get("lpips", math.nan))
         if np.isfinite(nfe) and np.isfinite(lp) and nfe > 0:
             ax.scatter([nfe], [lp], color=colours[method], edgecolor="k", zorder=5, s=36, label=f"{DISPLAY.get(method, method)}: output (test)")
+    _note_empty(ax, empty)
     ax.set_xscale("log")
     ax.set_xlabel("network evaluations (NFE)")
     ax.set_ylabel("LPIPS ↓")
@@ -306,7 +325,7 @@ def fig_samples(inputs: dict, settings: dict, out_stem: Path) -> list[Path]:
             if r == 0:
                 ax.set_title({"y": "measurement y", "x": "ground truth"}.get(col, DISPLAY.get(col, col)), fontsize=7)
     fig.suptitle(f"{_title(settings)}: test samples (labels: PSNR / LPIPS)", fontsize=8)
-    fig.tight_layout(pad=0.3)
+    fig.tight_layout(pad=0.3, rect=(0, 0, 1, 0.97))
     return save(fig, out_stem)
 
 

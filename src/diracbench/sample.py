@@ -56,11 +56,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--input", action="append", default=[], metavar="NAME=PATH")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--trajectory", required=True, type=Path)
+    parser.add_argument("--extra-out", action="append", default=[], metavar="NAME=PATH", help="write the method's extra output NAME (a dict of arrays) as .npz")
     args = parser.parse_args(argv)
     configure_threads(args.threads)
     device = resolve_device(args.device)
     s = args.settings
     method = load_method(args.method)
+    extra_out = {}
+    for item in args.extra_out:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise UserError(f"--extra-out {item!r}: expected NAME=PATH")
+        extra_out[name] = Path(path)
     problem = load_problem(args.operator, args.measurements, args.split, device).subset(s.get("max_images"))
     hparams = {**s.get("hparams", {}), **read_tuned(args.tuned)}
     ctx = RunContext(device=device, threads=args.threads, seed=int(s.get("seed", 0)), inputs=parse_inputs(args.input))
@@ -70,10 +77,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     if recon.x_hat.shape != tuple(problem.y.shape):
         raise RuntimeError(f"{args.method} returned {recon.x_hat.shape}, expected {tuple(problem.y.shape)}")
     trajectory = recon.trajectory if recon.trajectory is not None else empty_trajectory()
+    missing = sorted(set(extra_out) - set(recon.extras))
+    if missing:
+        raise UserError(f"{args.method} produced no extra output {missing} (it made {sorted(recon.extras)}); check the method's settings")
     with OutputSet() as out:
         with open(out.path(args.out), "wb") as fh:
             np.savez(fh, x_hat=recon.x_hat, names=np.array(problem.names), nfe=recon.nfe, seconds=recon.seconds)
         trajectory.to_csv(out.path(args.trajectory), index=False)
+        for name, path in extra_out.items():
+            with open(out.path(path), "wb") as fh:
+                np.savez(fh, **recon.extras[name])
     write_provenance(args.out, f"sample_{args.method}", {"settings": s, "hparams": hparams}, device=device_description(device), seeds=ctx.seed, extra={"wall_seconds": wall, "n_images": len(problem)})
     print(f"{args.method}: {len(problem)} images in {wall:.1f}s ({wall / max(len(problem), 1):.3f}s/image), mean NFE {recon.nfe.mean():.1f}", flush=True)
 

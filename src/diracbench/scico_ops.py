@@ -74,13 +74,6 @@ def jax_modules():
     return jax, jnp
 
 
-def jax_device_description() -> str:
-    import jax
-
-    dev = jax.devices()[0]
-    return f"jax:{dev.platform}:{getattr(dev, 'device_kind', '')}"
-
-
 # --------------------------------------------------------------------------------------------
 # Layout
 
@@ -149,6 +142,13 @@ class ScicoOperator:
                 return jnp.asarray(y)
             return jnp.clip(y / jnp.maximum(self.mask, MASK_INIT_FLOOR), 0.0, 1.0)
         raise UserError(f"unknown init {how!r}; use one of {list(INITS)}")
+
+
+def operator_key(spec: dict) -> str:
+    """operator.json's operator part as a hashable string, for caching compiled solvers."""
+    import json
+
+    return json.dumps({"family": spec["family"], "channels": spec.get("channels", 3)}, sort_keys=True)
 
 
 def build_operator(spec: dict, batch: int, blur_impl: str = "fft") -> ScicoOperator:
@@ -245,6 +245,26 @@ class Chunk:
 class ChunkResult:
     iterates: dict[int, np.ndarray]  # iteration count -> (n, H, W, C)
     stats: dict[str, np.ndarray] | None = None  # name -> (iterations, n), e.g. psnr and dc
+    seconds: float | None = None  # the iterations' wall time, without set-up and JIT compilation
+
+
+def run_iterations(step: Callable, state: Any, args: tuple, chunk: Chunk, log: Callable[[Any], None]) -> tuple[dict[int, np.ndarray], float]:
+    """Iterate a jitted solver step, keeping the iterates `chunk.snapshots` asks for.
+
+    One discarded warm-up step compiles `step` first, so the returned wall time measures the
+    iterations alone (the one-off compilation shows in the job's total wall time instead).
+    """
+    jax, _ = jax_modules()
+    log(state["x"])
+    jax.block_until_ready(step(state, *args))
+    iterates: dict[int, np.ndarray] = {}
+    start = time.perf_counter()
+    for done in range(1, chunk.snapshots[-1] + 1):
+        state = step(state, *args)
+        if done in chunk.snapshots:
+            iterates[done] = np.asarray(state["x"])
+        log(state["x"])
+    return iterates, time.perf_counter() - start
 
 
 def check_hparams(hp: dict, required: Iterable[str], method: str) -> None:
@@ -270,8 +290,8 @@ def solve_candidates(
 
     Candidates that differ only in `vectorised` keys and in `maxiter` share one run: each batch
     element is one (vectorised values, image) pair, and shorter iteration counts are snapshots of
-    the longest. `seconds` per image is the batch's wall time shared equally by its elements,
-    times maxiter / longest maxiter.
+    the longest. `seconds` per image is the batch's iteration time (without JIT compilation)
+    shared equally by its elements, times maxiter / longest maxiter.
     """
     import pandas as pd
 
@@ -315,7 +335,8 @@ def solve_candidates(
             )
             start = time.perf_counter()
             out = solve_chunk(chunk)
-            seconds[idx] = (time.perf_counter() - start) / len(idx)
+            elapsed = out.seconds if out.seconds is not None else time.perf_counter() - start
+            seconds[idx] = elapsed / len(idx)
             for k in snapshots:
                 iterates[k][idx] = out.iterates[k][: len(idx)]
             if out.stats is not None:

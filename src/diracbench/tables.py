@@ -122,9 +122,8 @@ def build_table(agg: pd.DataFrame, dataset: str, tasks: Sequence[str], methods: 
 
 def _footnotes(agg: pd.DataFrame, tasks: Sequence[str], rows: Sequence[str]) -> list[str]:
     notes = []
-    for metric, label in (("lpips", "LPIPS"), ("fd_vgg", "FD-VGG")):
-        texts = sorted(set(agg[(agg.metric == metric) & agg.method.isin(rows)]["note"]) - {""})
-        notes += [f"{label}: {t}." for t in texts]
+    texts = sorted(set(agg[(agg.metric == "fd_vgg") & agg.method.isin(rows)]["note"]) - {""})
+    notes += [f"{t}." for t in texts]
     fid = agg[(agg.metric == "fid") & agg.method.isin(rows)]
     unavailable = sorted(set(fid[~np.isfinite(fid["mean"].astype(float))]["note"]) - {""})
     notes += [f"FID n/a: {t}." for t in unavailable]
@@ -163,9 +162,11 @@ def _cells(table: Table, method: str, task: str) -> list[tuple[str, bool]]:
 
 
 def caption(table: Table) -> str:
+    """The caption states the LPIPS protocol (backbone, small-image upsampling) as the paper's would."""
+    lpips = sorted(set(table.values[(table.values.metric == "lpips") & table.values.method.isin(table.methods)]["note"]) - {""})
     return (
         f"Table 1 ({table.dataset}, test split): mean over test images of each metric; best method per column in bold. "
-        "Outputs clipped to [0, 1]. 95% bootstrap confidence intervals are in the CSV."
+        "Outputs clipped to [0, 1]. " + "".join(f"{t}. " for t in lpips) + "Bootstrap confidence intervals are in the CSV."
     )
 
 
@@ -240,7 +241,7 @@ def to_latex(table: Table) -> str:
 def to_html(table: Table) -> str:
     e = html.escape
     head1 = "<th rowspan='2'>Method</th>" + "".join(f"<th colspan='{len(COLUMNS) + 1}'>{e(TASK_TITLES.get(t, t))}</th>" for t in table.tasks)
-    head2 = "".join(f"<th>{e(c.title)}</th>" for c in COLUMNS * 1) + "<th>n</th>"
+    head2 = "".join(f"<th>{e(c.title)}</th>" for c in COLUMNS) + "<th>n</th>"
     rows = []
     for method in table.methods:
         cells = [f"<td class='m'>{e(DISPLAY.get(method, method))}</td>"]
@@ -270,6 +271,21 @@ def to_csv_frame(table: Table) -> pd.DataFrame:
     return keep[["dataset", "task", "method", "display", "metric", "n", "mean", "ci_low", "ci_high", "ci_level", "best", "note"]]
 
 
+def metric_devices(aggregates: Sequence[Path]) -> str:
+    """Where the table's numbers were computed: the devices the metrics jobs recorded."""
+    import json
+
+    devices = set()
+    for path in aggregates:
+        record = Path(path).with_name("per_image.provenance.json")
+        if record.is_file():
+            try:
+                devices.add(str(json.loads(record.read_text()).get("device")))
+            except json.JSONDecodeError:
+                pass  # the metrics rule rewrites it; a table never fails over provenance
+    return ", ".join(sorted(devices)) or "unknown"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = cli.base_parser("python -m diracbench.tables", __doc__.splitlines()[0])
     parser.add_argument("--aggregates", nargs="+", required=True, type=Path, help="metrics/aggregate.csv files (any methods, tasks)")
@@ -291,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         out.write_text(stem.with_suffix(".html"), to_html(table))
         to_csv_frame(table).to_csv(out.path(stem.with_suffix(".csv")), index=False, float_format="%.8g")
     print(to_markdown(table), flush=True)
-    write_provenance(stem.with_suffix(".csv"), "tables", s, seeds=s.get("seed"),
+    write_provenance(stem.with_suffix(".csv"), "tables", s, device=metric_devices(args.aggregates), seeds=s.get("seed"),
                      extra={"inputs": [str(p) for p in args.aggregates], "seconds": time.perf_counter() - start})
 
 

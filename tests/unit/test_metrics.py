@@ -262,3 +262,18 @@ def test_a_corrupt_inception_file_is_a_user_error(monkeypatch: pytest.MonkeyPatc
     assert inception_available()[0]
     with pytest.raises(UserError, match="not clean-fid's Inception"):
         perceptual.compute_fid(_images(2, 16, 0), _images(2, 16, 1))
+
+
+def test_hub_file_hash_is_checked(tmp_path) -> None:
+    """A user-placed torchvision file must match the hash prefix in its name (as torch-hub names them)."""
+    import hashlib
+
+    content = b"pretend weights"
+    prefix = hashlib.sha256(content).hexdigest()[:8]
+    good = tmp_path / f"vgg16-{prefix}.pth"
+    good.write_bytes(content)
+    backbones._check_hash_prefix(good)
+    bad = tmp_path / "vgg16-397923af.pth"
+    bad.write_bytes(content)
+    with pytest.raises(UserError, match="does not match the hash 397923af"):
+        backbones._check_hash_prefix(bad)

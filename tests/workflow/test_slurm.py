@@ -17,6 +17,7 @@ test did not set up); DIRACBENCH_REQUIRE_SLURM=1 turns that skip into a failure 
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import shlex
@@ -40,7 +41,9 @@ TINY_CONFIG = REPO / "tests" / "configs" / "tiny.yaml"
 WORKFLOW_PROFILE = REPO / "workflow" / "profiles" / "slurm"
 CI_PROFILE = REPO / "tests" / "profiles" / "slurm-ci"
 SITE_EXAMPLE_PROFILE = REPO / "workflow" / "profiles" / "slurm-site-example"
-RUN_TIMEOUT_S = float(os.environ.get("DIRACBENCH_SLURM_TIMEOUT", "1200"))
+# Below pytest-timeout's per-test limit (pyproject), so a hang fails here, with context, and
+# the cluster is still stopped.
+RUN_TIMEOUT_S = float(os.environ.get("DIRACBENCH_SLURM_TIMEOUT", "900"))
 
 
 def snakemake(workdir: Path, *args: str) -> list[str]:
@@ -200,6 +203,7 @@ def test_log_parsing_flags_missing_submission_and_partition() -> None:
 # --- the profiles parse and combine --------------------------------------------------------
 
 
+@pytest.mark.workflow
 @pytest.mark.parametrize("site_profile", [CI_PROFILE, SITE_EXAMPLE_PROFILE], ids=["slurm-ci", "site-example"])
 def test_slurm_profiles_load_in_a_dry_run(tmp_path: Path, site_profile: Path) -> None:
     cmd = snakemake(tmp_path, "--dry-run", "--workflow-profile", str(WORKFLOW_PROFILE), "--profile", str(site_profile))
@@ -208,6 +212,24 @@ def test_slurm_profiles_load_in_a_dry_run(tmp_path: Path, site_profile: Path) ->
     text = out.stdout + out.stderr
     partition = "debug" if site_profile == CI_PROFILE else "cpu"
     assert f"slurm_partition={partition}" in text, "the site profile's default-resources were not applied"
+    if site_profile == SITE_EXAMPLE_PROFILE:
+        # The example must cover every GPU rule, or a copied site profile sends one to the CPU partition.
+        missed = sorted({j.rule for j in parse_jobs(text).values() if requests_gpu(j.resources) and "slurm_partition=gpu" not in j.resources})
+        assert not missed, f"GPU rules missing from {SITE_EXAMPLE_PROFILE}/config.yaml set-resources: {missed}"
+
+
+@pytest.mark.workflow
+def test_site_example_profile_names_existing_rules(tmp_path: Path) -> None:
+    # Snakemake ignores set-resources entries for unknown rules, so a renamed rule would
+    # silently lose its GPU partition on every site that copied the example.
+    import yaml
+
+    example = yaml.safe_load((SITE_EXAMPLE_PROFILE / "config.yaml").read_text())
+    out = subprocess.run(snakemake(tmp_path, "--list-rules"), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rules = set(out.stdout.split())
+    unknown = sorted(set(example["set-resources"]) - rules)
+    assert not unknown, f"{SITE_EXAMPLE_PROFILE}/config.yaml names rules that do not exist: {unknown}"
 
 
 # --- the real cluster ----------------------------------------------------------------------
@@ -228,6 +250,7 @@ def cluster():
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.workflow
 def test_tiny_workflow_on_slurm(cluster: slurm_cluster.SlurmCluster, tmp_path: Path) -> None:
     workdir = tmp_path / "work"
     workdir.mkdir()
@@ -240,23 +263,38 @@ def test_tiny_workflow_on_slurm(cluster: slurm_cluster.SlurmCluster, tmp_path: P
         "--max-threads", str(cluster.cpus),
         "--verbose",
     )  # fmt: skip
+    # DIRACBENCH_SLURM_LOG_DIR keeps Snakemake's --verbose log (CI can upload it as an artifact).
+    log_dir = Path(os.environ.get("DIRACBENCH_SLURM_LOG_DIR") or tmp_path)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    first_log = log_dir / "snakemake-slurm.log"
     started = time.monotonic()
-    first_log = tmp_path / "snakemake-first.log"
     with first_log.open("w") as fh:
-        first = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, timeout=RUN_TIMEOUT_S)
+        try:
+            first = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, timeout=RUN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            first = None
     first_seconds = time.monotonic() - started
     log = first_log.read_text()
 
     def context() -> str:
-        slurm_logs = sorted((workdir / ".snakemake" / "slurm_logs").rglob("*.log"))
-        tails = [f"--- {p}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-30:]) for p in slurm_logs[-5:]]
-        return "\n".join(["--- snakemake (last 80 lines)", *log.splitlines()[-80:], *tails, cluster.diagnostics()])
+        # The failed rules' own logs first: that is where a job's traceback is.
+        rule_logs = dict.fromkeys(re.findall(r"^Error in rule \w+:(?:\n {4}.*)*?\n {4}log: ([^,\s]+)", log, re.M))
+        slurm_logs = sorted((workdir / ".snakemake" / "slurm_logs").rglob("*.log"))[-3:]
+        tails = []
+        for path in [workdir / p for p in rule_logs] + slurm_logs:
+            if path.is_file() and path.stat().st_size:
+                tails.append(f"--- {path}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-30:]))
+        return "\n".join(["--- snakemake (last 60 lines)", *log.splitlines()[-60:], *tails, cluster.diagnostics(15)])
 
+    assert first is not None, f"snakemake on Slurm timed out after {RUN_TIMEOUT_S:.0f} s\n{context()}"
     assert first.returncode == 0, f"snakemake on Slurm failed ({first.returncode})\n{context()}"
 
     pairs, errors = check_submissions(log, cluster.partition)
     assert pairs, f"no job was submitted to Slurm\n{context()}"
     assert not errors, "\n".join(errors)
+    # The profile's retries would hide a job that fails once; the tiny config never needs one.
+    restarted = re.findall(r"^Trying to restart job (\d+)", log, re.M)
+    assert not restarted, f"jobs {restarted} failed and were retried\n{context()}"
 
     summary = read_summary(workdir)
     assert summary, "snakemake --summary lists no outputs"
@@ -280,12 +318,18 @@ def test_tiny_workflow_on_slurm(cluster: slurm_cluster.SlurmCluster, tmp_path: P
     assert "sbatch call:" not in rerun_log
 
     gpu_pairs = [(job, call) for job, call in pairs if requests_gpu(job.resources)]
+    # The jobs' own run time (benchmark files) against the wall time shows the Slurm overhead.
+    own_seconds = sum(
+        float(next(csv.DictReader(p.open(), delimiter="\t"))["s"]) for p in (workdir / "results" / "benchmarks").rglob("*.tsv")
+    )
     print(
         f"\nSlurm: packages installed in {cluster.install_seconds:.1f} s, cluster up in {cluster.start_seconds:.1f} s; "
-        f"workflow {first_seconds:.1f} s for {len(pairs)} Slurm jobs; rerun {second_seconds:.1f} s"
+        f"workflow {first_seconds:.1f} s for {len(pairs)} Slurm jobs (their own run time {own_seconds:.1f} s); "
+        f"rerun {second_seconds:.1f} s. One sbatch line per rule:"
     )
-    for job, call in pairs:
-        print(f"  {job.rule} (job {job.jobid}): {call.split(' --wrap=')[0]}")
+    for rule in sorted(submitted_rules):
+        job, call = next((j, c) for j, c in pairs if j.rule == rule)
+        print(f"  {rule} (job {job.jobid}): {call.split(' --wrap=')[0]}")
     if gpu_pairs:
         print(f"GPU request check exercised on {len(gpu_pairs)} jobs of {sorted({j.rule for j, _ in gpu_pairs})}")
     else:

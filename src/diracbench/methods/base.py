@@ -71,6 +71,9 @@ class Reconstruction:
     nfe: np.ndarray  # (N,) network evaluations (or solver iterations) per image
     seconds: np.ndarray  # (N,) wall time per image (batch time / batch size when batched)
     trajectory: pd.DataFrame | None = None  # TRAJECTORY_COLUMNS, one row per step and image
+    # Further outputs by name, each a dict of arrays written as one .npz by `sample --extra-out
+    # NAME=PATH` (Dirac: "posterior_samples" for the uncertainty map).
+    extras: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.x_hat = np.clip(np.asarray(self.x_hat, dtype=np.float32), 0.0, 1.0)

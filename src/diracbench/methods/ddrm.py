@@ -147,6 +147,6 @@ def reconstruct(problem: Problem, hparams: dict, ctx: RunContext) -> Reconstruct
 
         out = ddrm_sample(eps_fn, svd, s, y_pm[sl], sigma_y, schedule, steps, float(hparams["eta"]), float(hparams["eta_b"]), gens, callback)
         x_hat[sl] = ((out + 1.0) / 2.0).clamp(0.0, 1.0).cpu().numpy()
-        logging = 0.0 if log is None else log.seconds - logged_before
-        seconds[sl] = (time.perf_counter() - start - logging) / len(images)
+        log_time = 0.0 if log is None else log.seconds - logged_before
+        seconds[sl] = (time.perf_counter() - start - log_time) / len(images)
     return Reconstruction(x_hat, np.full(len(problem), nfe), seconds, None if log is None else log.frame())

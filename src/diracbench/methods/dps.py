@@ -138,8 +138,8 @@ def _run(problem: Problem, entries: list[tuple[int, float]], hparams: dict, ctx:
 
         out = dps_sample(eps_fn, problem.operator, y_pm[images], schedule, scales, hparams["variance"], gens, bool(hparams["clip_x0"]), callback, desc=f"dps {sl.start + len(chunk)}/{len(entries)}")
         x_hat[sl] = ((out + 1.0) / 2.0).clamp(0.0, 1.0).cpu().numpy()
-        logging = 0.0 if log is None else log.seconds - logged_before
-        seconds[sl] = (time.perf_counter() - start - logging) / len(chunk)
+        log_time = 0.0 if log is None else log.seconds - logged_before
+        seconds[sl] = (time.perf_counter() - start - log_time) / len(chunk)
     return x_hat, seconds, log, len(schedule)
 
 

@@ -8,11 +8,14 @@ noise std 0.10 on [0, 1]; no download). Per iteration (scaled dual u):
     u <- u + x − z
 Initial z = x0, u = 0; the output is the final x clipped to [0, 1]. The x-update is solved
 exactly instead of by the notebook's loose CG (tol 1e-3, 10 its) so that each image's result is
-independent of its batch; it is the update that CG approximates.
+independent of its batch; it is the update that CG approximates. x0 (`init`): "measurement"
+(y for blur, clip(y / max(m, 0.1)) for the mask) or "adjoint" (A^T y) — never the notebook's
+converged pseudo-inverse, which amplifies the noise (baselines.md §5.4).
 
-Tuned on val: rho and the iteration count (nfe = ADMM iterations = DnCNN evaluations per image).
-Runs in JAX on the device `configure_jax` picks (CPU unless --device cuda); torch tensors cross
-over as numpy arrays only.
+scico's own `ADMM.step` does every iteration; it is wrapped in `jax.jit` (state in, state out) so
+a step is one compiled call. Tuned on val: rho and the iteration count (nfe = ADMM iterations =
+DnCNN evaluations per image). Runs in JAX on the device `configure_jax` picks (CPU unless
+--device cuda); torch tensors cross over as numpy arrays only.
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ from diracbench.scico_ops import (
     configure_jax,
     itstat_quiet,
     jax_modules,
+    operator_key,
     per_image,
+    run_iterations,
     solve_candidates,
 )
 
@@ -112,43 +117,60 @@ def dncnn_functional(variant: str) -> Any:
     return ChannelwiseDnCNN()
 
 
-def run_admm(spec: dict, chunk: Chunk) -> ChunkResult:
-    """scico ADMM on one batch; returns the iterates at the requested iteration counts."""
-    jax, jnp = jax_modules()
+def _admm(A: Any, normal_solve: Any, g: Any, y: Any, rho: Any, x0: Any) -> Any:
     from scico import linop, loss
     from scico.optimize.admm import ADMM
 
-    hp = chunk.hparams
-    op = build_operator(spec, len(chunk.y), hp["blur_impl"])
-    y = jnp.asarray(chunk.y)
-    x0 = op.init(y, hp["init"])
-    longest = chunk.snapshots[-1]
-    solver = ADMM(
-        f=loss.SquaredL2Loss(y=y, A=op.A),
-        g_list=[dncnn_functional(hp["variant"])],
+    return ADMM(
+        f=loss.SquaredL2Loss(y=y, A=A),
+        g_list=[g],
         C_list=[linop.Identity(y.shape)],
-        rho_list=[per_image(chunk.params["rho"])],
+        rho_list=[rho],
         x0=x0,
-        maxiter=longest,
-        subproblem_solver=exact_x_step(op.normal_solve),
+        maxiter=1,
+        subproblem_solver=exact_x_step(normal_solve),
         itstat_options=itstat_quiet(),
     )
-    iterates: dict[int, np.ndarray] = {}
+
+
+@lru_cache(maxsize=8)
+def _compiled(spec_key: str, batch: int, blur_impl: str, variant: str) -> tuple[Any, Any, Any]:
+    """(op, init_state, step) for one batch shape; `step` is scico's ADMM.step, jitted."""
+    import json
+
+    jax, _ = jax_modules()
+    op = build_operator(json.loads(spec_key), batch, blur_impl)
+    g = dncnn_functional(variant)
+
+    def init_state(y, rho, x0):
+        return _admm(op.A, op.normal_solve, g, y, rho, x0)._get_state_variables()
+
+    @jax.jit
+    def step(state, y, rho):
+        solver = _admm(op.A, op.normal_solve, g, y, rho, state["x"])
+        solver._set_state_variables(**state)
+        solver.step()
+        return solver._get_state_variables()
+
+    return op, init_state, step
+
+
+def run_admm(spec: dict, chunk: Chunk) -> ChunkResult:
+    """scico ADMM on one batch; returns the iterates at the requested iteration counts."""
+    _, jnp = jax_modules()
+    hp = chunk.hparams
+    op, init_state, step = _compiled(operator_key(spec), len(chunk.y), hp["blur_impl"], hp["variant"])
+    y = jnp.asarray(chunk.y)
+    rho = per_image(chunk.params["rho"])
+    state = init_state(y, rho, op.init(y, hp["init"]))
     stats: dict[str, list] = {"psnr": [], "dc": []}
     x_clean = jnp.asarray(chunk.x) if chunk.log else None
 
-    def record(s) -> None:
-        done = s.itnum + 1
-        if done in chunk.snapshots:
-            iterates[done] = np.asarray(s.x)
+    def log(x) -> None:
         if chunk.log:
-            psnr, dc = batch_psnr_dc(op.A, y, s.x, x_clean)
+            psnr, dc = batch_psnr_dc(op.A, y, x, x_clean)
             stats["psnr"].append(psnr)
             stats["dc"].append(dc)
 
-    if chunk.log:
-        psnr, dc = batch_psnr_dc(op.A, y, x0, x_clean)
-        stats["psnr"].append(psnr)
-        stats["dc"].append(dc)
-    solver.solve(callback=record)
-    return ChunkResult(iterates, {k: np.stack(v) for k, v in stats.items()} if chunk.log else None)
+    iterates, seconds = run_iterations(step, state, (y, rho), chunk, log)
+    return ChunkResult(iterates, {k: np.stack(v) for k, v in stats.items()} if chunk.log else None, seconds)

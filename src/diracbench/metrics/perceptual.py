@@ -139,7 +139,9 @@ def _vgg_trunk(device: torch.device) -> torch.nn.Module:
     if key not in _VGG_MODELS:
         import torchvision.models as tvm
 
-        trunk = tvm.vgg16(weights=None).features[:_VGG_RELU5_3]
+        # Only the convolutional part: building the full vgg16 would also initialise 120M unused
+        # classifier weights (seconds per job).
+        trunk = tvm.vgg.make_layers(tvm.vgg.cfgs["D"], batch_norm=False)[:_VGG_RELU5_3]
         fill_features(trunk, load_backbone("vgg"))
         _VGG_MODELS[key] = trunk.eval().requires_grad_(False).to(device)
     return _VGG_MODELS[key]

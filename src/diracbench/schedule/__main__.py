@@ -80,6 +80,7 @@ def run_greedy(cfg: dict, spec: dict, images: torch.Tensor, lpips: dict | None, 
     embed, root = make_embedding(cfg["metric"], lpips, device)
     distance = FeatureDistance(degrade, embed, n, root=root)
     start = time.perf_counter()
+    distance.precompute(len(grid))
     result = greedy_schedule(len(grid), int(cfg["budget"]), distance)
     print(f"greedy schedule: {cfg['budget']} points from {len(grid)} candidates, {distance.embedded} candidate embeddings, {time.perf_counter() - start:.1f}s; max distance {result.max_distance[0]:.4g} -> {result.max_distance[-1]:.4g}", flush=True)
     iters = pd.DataFrame(result.iterations)

@@ -4,9 +4,10 @@ Every supported metric is (a function of) a squared Euclidean distance between p
 feature vectors: MSE between pixels, and LPIPS, which is sum_l mean_hw sum_c w_lc (n_l(a) -
 n_l(b))_c^2 = ||phi(a) - phi(b)||^2 with phi(x) = concat_l sqrt(w_l / (H_l W_l)) n_l(x)
 (n_l: channel-normalised backbone features, w_l >= 0: LPIPS's linear heads). So each candidate
-severity is embedded once and every pair distance afterwards is a cheap vector difference,
-instead of one network pass per pair. Embeddings live in a bounded LRU cache; on small images
-all of them fit, at 256 px they are recomputed per greedy iteration.
+severity is embedded once and every pair distance afterwards is vector algebra instead of one
+network pass per pair. When all embeddings fit in memory (small images) every pair distance is
+computed up front with one Gram matrix per image; otherwise (256 px, fine grids) embeddings
+live in a bounded LRU cache and are recomputed as the greedy iterations need them.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class FeatureDistance:
         self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
         self._bytes = 0
         self.embedded = 0  # candidate embeddings computed (for logs and tests)
+        self._dense: np.ndarray | None = None
 
     def _features(self, idx: list[int]) -> list[torch.Tensor]:
         missing = [i for i in dict.fromkeys(idx) if i not in self._cache]
@@ -76,15 +78,43 @@ class FeatureDistance:
             self._bytes -= old.numel() * old.element_size()
 
     @torch.no_grad()
+    def precompute(self, n_candidates: int) -> bool:
+        """All pair distances at once when every embedding fits in the cache budget.
+
+        One Gram matrix per image gives ||a||^2 + ||b||^2 - 2 a.b for all pairs; the features are
+        centred over candidates first, so the float32 products keep the small distances between
+        neighbouring severities accurate. Returns False (lazy pairs) when the embeddings do not fit.
+        """
+        first = self._features([0])[0]
+        if n_candidates * first.numel() * first.element_size() > self.cache_bytes:
+            return False
+        feats = torch.stack(self._features(list(range(n_candidates))), dim=1)  # (n, G, D)
+        self._cache.clear()
+        self._bytes = 0
+        feats.sub_(feats.mean(dim=1, keepdim=True))
+        sq = torch.empty(self.n_images, n_candidates, n_candidates, dtype=torch.float64)
+        for k in range(self.n_images):
+            f = feats[k]
+            gram = (f @ f.T).double()
+            norms = gram.diagonal()
+            sq[k] = (norms[:, None] + norms[None, :] - 2 * gram).clamp_min(0)
+        per_image = sq.sqrt() if self.root else sq
+        self._dense = per_image.mean(0).numpy()
+        return True
+
+    @torch.no_grad()
     def __call__(self, i: int, js: np.ndarray) -> np.ndarray:
         js = np.asarray(js, dtype=np.int64).reshape(-1)
+        if self._dense is not None:
+            return self._dense[int(i), js]
         ref = self._features([int(i)])[0]
         out = np.empty(len(js), dtype=np.float64)
         chunk = max(1, self.batch_images // self.n_images)
         for start in range(0, len(js), chunk):
             part = [int(j) for j in js[start : start + chunk]]
             feats = torch.stack(self._features(part))  # (m, n, D)
-            sq = (feats.double() - ref.double()).pow(2).sum(-1)  # (m, n)
+            # float32 differences of float32 features are exact enough; accumulate in float64.
+            sq = torch.sub(feats, ref).square_().sum(-1, dtype=torch.float64)  # (m, n)
             per_image = sq.clamp_min(0).sqrt() if self.root else sq
             out[start : start + len(part)] = per_image.mean(-1).cpu().numpy()
         return out

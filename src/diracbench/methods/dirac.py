@@ -1,0 +1,297 @@
+"""Dirac-PO and Dirac-DO: the Dirac reverse process, stopped early at a t chosen on val.
+
+`reconstruct` samples a measurement set with one variant's settings (the hparams the sample CLI
+merges from config and `chosen.yaml:<variant>`), logging per step and image the t, NFE,
+data-consistency residual mean((y - A_1(x0_hat))^2), PSNR and (every `lpips_every` steps, batched
+after sampling) LPIPS of x0_hat; optionally K seeded posterior samples of the first S images
+(for the uncertainty map; stopped at `posterior_t_stop`, or at the variant's t_stop when that is
+null), returned as the `posterior_samples` extra output.
+
+`tune` runs the whole reverse process (t_stop = 0) on the val split once per distinct model and
+sampler setting and picks t_stop per variant: DO at the peak of the mean PSNR of x0_hat, PO at
+the best perceptual score (LPIPS for deblurring, FD-VGG for inpainting by default; FD-VGG, a
+Fréchet distance of VGG16 features, stands in for FID, whose Inception weights may be absent).
+A variant whose config gives a number for t_stop keeps it (e.g. to reproduce the paper's values).
+
+Inputs (RunContext): `model-dt<dt>` (weights of the model trained with look-ahead dt, e.g.
+`model-dt1`) and `schedule` (schedule.csv of the task).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from diracbench.dirac import scheduled_family
+from diracbench.dirac.sampler import SamplerSettings, dirac_sample
+from diracbench.errors import UserError
+from diracbench.methods.base import TRAJECTORY_COLUMNS, Problem, Reconstruction, RunContext, TuningResult
+from diracbench.nn.models import load_model
+from diracbench.operators import GeometricNoise
+from diracbench.seeding import image_generators, seed_from_string
+
+VARIANTS = ("po", "do")
+SAMPLER_KEYS = ("model_dt", "dt", "estimator", "delta", "guidance", "zeta", "guidance_sign", "output")
+RUN_KEYS = ("batch_size", "lpips_every", "lpips")
+POSTERIOR_KEYS = ("posterior_images", "posterior_samples", "posterior_t_stop")
+INFO_KEYS = ("nfe", "selected_by")  # written to chosen.yaml by `tune`, informational only
+OBJECTIVES = {"psnr": "max", "lpips": "min", "fd-vgg": "min"}
+
+
+def model_input_name(model_dt: float) -> str:
+    """The --input name of the weights trained with look-ahead `model_dt` (e.g. model-dt1)."""
+    return f"model-dt{float(model_dt):g}"
+
+
+def _require(data: dict, keys: tuple[str, ...], what: str) -> None:
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise UserError(f"{what} lacks {missing}; see the dirac section of the config schema")
+
+
+def _load(problem: Problem, ctx: RunContext, model_dt: float):
+    model = load_model(ctx.input(model_input_name(model_dt)), "dirac", ctx.device, image_size=int(problem.y.shape[-1]))
+    family = scheduled_family(problem.spec, ctx.input("schedule"), device=ctx.device)
+    noise = GeometricNoise.from_dict(problem.spec["noise"])
+    return model, family, noise
+
+
+def _lpips(settings: dict | None, device: torch.device):
+    from diracbench.metrics.perceptual import LPIPSMetric
+
+    if not settings:
+        raise UserError("LPIPS along the Dirac trajectory needs lpips settings {net, upsample_below}")
+    return LPIPSMetric(net=settings["net"], upsample_below=settings["upsample_below"], device=device)
+
+
+@dataclass
+class _Recorder:
+    """Per-step log of one batch; keeps clipped estimates at the steps that get LPIPS/FD later."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    a_1: object
+    every: int  # 0: no stored steps (dc/PSNR only)
+    keep_iterate: bool = False
+    rows: list = field(default_factory=list)
+    stored: dict = field(default_factory=dict)  # (quantity, step) -> (B, C, H, W) float32 on CPU
+    last: tuple | None = None
+
+    def __call__(self, step: int, t: float, x0_hat: torch.Tensor, iterate: torch.Tensor | None) -> None:
+        dc = (self.y - self.a_1(x0_hat)).pow(2).flatten(1).mean(1)
+        clipped = x0_hat.clamp(0, 1)
+        row = {"step": step, "t": t, "nfe": step + 1, "dc": dc.cpu().numpy(), "psnr": _psnr(clipped, self.x)}
+        if self.keep_iterate and iterate is not None:
+            row["psnr_iterate"] = _psnr(iterate.clamp(0, 1), self.x)
+        self.rows.append(row)
+        if self.every and step % self.every == 0:
+            self._store(step, clipped, iterate)
+        self.last = (step, clipped, iterate)
+
+    def _store(self, step: int, clipped: torch.Tensor, iterate: torch.Tensor | None) -> None:
+        self.stored[("x0_hat", step)] = clipped.detach().cpu()
+        if self.keep_iterate and iterate is not None:
+            self.stored[("iterate", step)] = iterate.clamp(0, 1).detach().cpu()
+
+    def finish(self) -> None:
+        if self.every and self.last is not None and ("x0_hat", self.last[0]) not in self.stored:
+            self._store(*self.last)
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    mse = (a - b.clamp(0, 1)).pow(2).flatten(1).mean(1).clamp_min(1e-12)
+    return (10 * torch.log10(1.0 / mse)).cpu().numpy()
+
+
+@dataclass
+class _Run:
+    output: np.ndarray  # (N, C, H, W)
+    nfe: np.ndarray
+    seconds: np.ndarray
+    rows: pd.DataFrame  # one row per image and step: image, step, t, nfe, dc, psnr[, psnr_iterate]
+    stored: dict  # (quantity, step) -> (N, C, H, W) CPU tensor
+
+
+def _run(model, family, noise, y: torch.Tensor, x: torch.Tensor, seeds: list[int], settings: SamplerSettings, batch_size: int, every: int, record: bool, keep_iterate: bool = False) -> _Run:
+    outs, nfes, secs, frames = [], [], [], []
+    stored: dict = {}
+    a_1 = family.at(1.0)
+    for start in range(0, len(y), batch_size):
+        sl = slice(start, min(len(y), start + batch_size))
+        gens = image_generators(seeds[sl], device=y.device)
+        rec = _Recorder(x[sl], y[sl], a_1, every, keep_iterate) if record else None
+        tic = time.perf_counter()
+        out, nfe = dirac_sample(model, family, noise, y[sl], gens, settings, on_step=rec)
+        if y.device.type == "cuda":
+            torch.cuda.synchronize(y.device)
+        elapsed = time.perf_counter() - tic
+        n = sl.stop - sl.start
+        outs.append(out.detach().cpu().numpy().astype(np.float32))
+        nfes.append(np.full(n, nfe))
+        secs.append(np.full(n, elapsed / n))
+        if rec is not None:
+            rec.finish()
+            for r in rec.rows:
+                frame = pd.DataFrame({"image": np.arange(sl.start, sl.stop), "step": r["step"], "t": r["t"], "nfe": r["nfe"], "dc": r["dc"], "psnr": r["psnr"]})
+                if "psnr_iterate" in r:
+                    frame["psnr_iterate"] = r["psnr_iterate"]
+                frames.append(frame)
+            for key, value in rec.stored.items():
+                stored.setdefault(key, []).append(value)
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    stored = {k: torch.cat(v) for k, v in stored.items() if sum(len(p) for p in v) == len(y)}
+    return _Run(np.concatenate(outs), np.concatenate(nfes), np.concatenate(secs), rows, stored)
+
+
+def _lpips_column(run: _Run, x: torch.Tensor, metric, quantity: str = "x0_hat") -> pd.Series:
+    """LPIPS of every stored step, computed in one batched pass after sampling."""
+    steps = sorted(s for (q, s) in run.stored if q == quantity)
+    values = pd.Series(np.nan, index=run.rows.index, dtype=np.float64)
+    if not steps:
+        return values
+    est = torch.cat([run.stored[(quantity, s)] for s in steps])
+    ref = x.detach().cpu().clamp(0, 1).repeat(len(steps), 1, 1, 1)
+    d = metric(est, ref).numpy().reshape(len(steps), -1)
+    lookup = {(s, i): d[k, i] for k, s in enumerate(steps) for i in range(d.shape[1])}
+    return pd.Series([lookup.get((s, i), np.nan) for s, i in zip(run.rows["step"], run.rows["image"])], index=run.rows.index, dtype=np.float64)
+
+
+def _trajectory(run: _Run, names: list[str], lpips: pd.Series) -> pd.DataFrame:
+    traj = run.rows[["image", "step", "t", "nfe", "dc", "psnr"]].copy()
+    traj.insert(1, "name", [names[i] for i in traj["image"]])
+    traj["lpips"] = lpips.to_numpy()
+    return traj[TRAJECTORY_COLUMNS].sort_values(["image", "step"], kind="stable").reset_index(drop=True)
+
+
+def sampler_settings(hp: dict) -> SamplerSettings:
+    if isinstance(hp.get("t_stop"), str):
+        raise UserError(f"Dirac-{hp.get('variant', '?').upper()} has t_stop {hp['t_stop']!r}: pass the tuning rule's chosen.yaml (--tuned chosen.yaml:<variant>) or set a number")
+    return SamplerSettings.from_dict(hp)
+
+
+def check_hparams(hparams: dict) -> dict:
+    _require(hparams, ("variant", "t_stop") + SAMPLER_KEYS + RUN_KEYS + POSTERIOR_KEYS, "Dirac sampling settings")
+    known = set(("variant", "t_stop") + SAMPLER_KEYS + RUN_KEYS + POSTERIOR_KEYS + INFO_KEYS)
+    unknown = sorted(set(hparams) - known)
+    if unknown:
+        raise UserError(f"unknown Dirac sampling settings {unknown}; known: {sorted(known)}")
+    if hparams["variant"] not in VARIANTS:
+        raise UserError(f"Dirac variant must be one of {list(VARIANTS)} (got {hparams['variant']!r})")
+    return hparams
+
+
+def reconstruct(problem: Problem, hparams: dict, ctx: RunContext) -> Reconstruction:
+    hp = check_hparams(hparams)
+    settings = sampler_settings(hp)
+    model, family, noise = _load(problem, ctx, hp["model_dt"])
+    every = int(hp["lpips_every"] or 0)
+    variant = hp["variant"]
+    seeds = problem.image_seeds("dirac", variant, ctx.seed)
+    run = _run(model, family, noise, problem.y, problem.x, seeds, settings, int(hp["batch_size"]), every, record=True)
+    lp = _lpips_column(run, problem.x, _lpips(hp["lpips"], ctx.device)) if every else pd.Series(np.nan, index=run.rows.index)
+    extras = {}
+    n_post, k_post = min(int(hp["posterior_images"]), len(problem)), int(hp["posterior_samples"])
+    if n_post > 0 and k_post > 0:
+        names = problem.names[:n_post]
+        # Row s*K + k is sample k of image s, each with its own seed.
+        y_rep = problem.y[:n_post].repeat_interleave(k_post, 0)
+        seeds_rep = [seed_from_string("dirac", variant, ctx.seed, "posterior", k, problem.split, name) for name in names for k in range(k_post)]
+        # A t_stop near 1 returns (almost) the posterior mean, whose samples barely differ; a
+        # posterior_t_stop runs them further down the reverse path for a meaningful spread.
+        post_settings = settings if hp["posterior_t_stop"] is None else SamplerSettings.from_dict({**hp, "t_stop": float(hp["posterior_t_stop"])})
+        post = _run(model, family, noise, y_rep, problem.x[:n_post].repeat_interleave(k_post, 0), seeds_rep, post_settings, int(hp["batch_size"]), 0, record=False)
+        samples = np.clip(post.output, 0, 1).reshape(n_post, k_post, *problem.y.shape[1:]).astype(np.float32)
+        extras["posterior_samples"] = {"samples": samples, "names": np.array(names)}
+    return Reconstruction(run.output, run.nfe, run.seconds, _trajectory(run, problem.names, lp), extras=extras)
+
+
+def _fd_vgg(run: _Run, x: torch.Tensor, feats, quantity: str) -> dict[int, float]:
+    from diracbench.metrics.perceptual import frechet_distance
+
+    ref = feats(x.detach().cpu()).numpy()
+    return {s: frechet_distance(feats(v).numpy(), ref) for (q, s), v in sorted(run.stored.items()) if q == quantity}
+
+
+def tune(problem: Problem, settings: dict, ctx: RunContext) -> TuningResult:
+    _require(settings, ("variants", "tuning", "lpips", "batch_size"), "Dirac tuning settings")
+    tuning = settings["tuning"]
+    _require(tuning, ("po_metric", "do_metric", "lpips_every"), "dirac tuning settings")
+    every = int(tuning["lpips_every"])
+    if every < 1:
+        raise UserError("dirac tuning lpips_every must be at least 1 (PO is chosen among the steps that get a perceptual score)")
+    objectives = {"po": tuning["po_metric"], "do": tuning["do_metric"]}
+    for v, m in list(objectives.items()):
+        m = ("lpips" if problem.task == "deblur" else "fd-vgg") if m == "auto" else m
+        if m not in OBJECTIVES:
+            raise UserError(f"dirac tuning {v}_metric {m!r} is unknown; use auto or one of {sorted(OBJECTIVES)}")
+        objectives[v] = m
+    variants = {}
+    for v in VARIANTS:
+        hp = {**settings["variants"][v], "variant": v}
+        _require(hp, SAMPLER_KEYS + ("t_stop",), f"dirac variant {v}")
+        variants[v] = hp
+    # Variants with the same model and sampler share one run (the usual case without guidance).
+    groups: dict[str, list[str]] = {}
+    for v, hp in variants.items():
+        groups.setdefault(json.dumps({k: hp[k] for k in SAMPLER_KEYS}, sort_keys=True), []).append(v)
+    metric = _lpips(settings["lpips"], ctx.device)
+    feats = None
+    chosen, grids, trajs = {}, [], []
+    for key, members in groups.items():
+        hp = variants[members[0]]
+        full = SamplerSettings.from_dict({**hp, "t_stop": 0.0})
+        keep_iterate = hp["output"] == "iterate"
+        model, family, noise = _load(problem, ctx, hp["model_dt"])
+        seeds = problem.image_seeds("dirac", "tune", ctx.seed)
+        tic = time.perf_counter()
+        run = _run(model, family, noise, problem.y, problem.x, seeds, full, int(settings["batch_size"]), every, record=True, keep_iterate=keep_iterate)
+        print(f"dirac tuning run for {'+'.join(members)}: {full.steps} steps on {len(problem)} val images in {time.perf_counter() - tic:.1f}s", flush=True)
+        lp = _lpips_column(run, problem.x, metric)
+        traj = _trajectory(run, problem.names, lp)
+        quantity = "iterate" if keep_iterate else "x0_hat"
+        per_step = run.rows.assign(lpips=lp.to_numpy()).groupby("step").agg(t=("t", "first"), nfe=("nfe", "first"), psnr=("psnr", "mean"), lpips=("lpips", "mean"), dc=("dc", "mean"))
+        if keep_iterate:
+            per_step["psnr"] = run.rows.groupby("step")["psnr_iterate"].mean()
+            per_step["lpips"] = _lpips_column(run, problem.x, metric, "iterate").groupby(run.rows["step"]).mean()
+        if any(objectives[v] == "fd-vgg" for v in members):
+            if feats is None:
+                from diracbench.metrics.perceptual import VGGFeatures
+
+                feats = VGGFeatures(upsample_below=settings["lpips"]["upsample_below"], device=ctx.device)
+            per_step["fd-vgg"] = pd.Series(_fd_vgg(run, problem.x, feats, quantity))
+        per_step = per_step.reset_index()
+        for v in members:
+            hp_v = variants[v]
+            objective = objectives[v]
+            grid = per_step.copy()
+            grid.insert(0, "variant", v)
+            grid["quantity"] = quantity
+            grid["objective"] = objective
+            grid["chosen"] = False
+            if isinstance(hp_v["t_stop"], str):
+                if hp_v["t_stop"] != "tune":
+                    raise UserError(f"dirac variant {v} t_stop must be a number or 'tune' (got {hp_v['t_stop']!r})")
+                if objective not in grid or grid[objective].isna().all():
+                    raise UserError(f"dirac tuning could not score {objective} for variant {v}")
+                values = grid[objective].to_numpy(dtype=np.float64)
+                best = int(np.nanargmax(values) if OBJECTIVES[objective] == "max" else np.nanargmin(values))
+                t_stop = float(grid.loc[best, "t"])
+                selected = {"by": objective, "value": float(values[best]), "split": problem.split, "n_images": len(problem), "quantity": quantity}
+            else:
+                t_stop = float(hp_v["t_stop"])
+                best = int(np.argmin(np.abs(grid["t"].to_numpy() - t_stop)))
+                selected = {"by": "config", "value": None, "split": problem.split, "n_images": len(problem), "quantity": quantity}
+            grid.loc[best, "chosen"] = True
+            nfe = SamplerSettings.from_dict({**hp_v, "t_stop": t_stop}).nfe()
+            chosen[v] = {"t_stop": t_stop, "nfe": nfe, "selected_by": selected}
+            grids.append(grid)
+            trajs.append(traj.assign(variant=v))
+    grid = pd.concat(grids, ignore_index=True)
+    trajectory = pd.concat(trajs, ignore_index=True)
+    return TuningResult(chosen={v: chosen[v] for v in VARIANTS}, grid=grid, trajectory=trajectory)

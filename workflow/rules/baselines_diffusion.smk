@@ -1,0 +1,165 @@
+# Diffusion baselines: the DDPM prior (one per dataset, shared by both tasks), DPS and DDRM.
+#
+# results/<ds>/prior/{weights.pt,train_log.csv}                    (train_prior; state in prior/.state)
+# results/<ds>/<task>/<dps|ddrm>/tuning/{chosen.yaml,grid.csv}     (tune_dps, tune_ddrm: val split)
+# results/<ds>/<task>/<dps|ddrm>/recon/{test.npz,trajectory.csv}   (sample_dps, sample_ddrm: test split)
+#
+# A dataset listed under prior.pretrained uses that published checkpoint instead of a trained
+# prior: its DPS/DDRM jobs take the checkpoint file as input and train_prior never runs for it.
+
+include: "baselines_diffusion_common.smk"
+
+
+rule train_prior:
+    input:
+        data="results/{dataset}/data/train.npy",
+        manifest="results/{dataset}/data/train_manifest.csv",
+        code=code("train.py", "training", "nn", "prior/__init__.py", "prior/schedule.py", "prior/loss.py", "data", "runtime.py"),
+    output:
+        weights="results/{dataset}/prior/weights.pt",
+        log_csv="results/{dataset}/prior/train_log.csv",
+    params:
+        # Same network and budget as each Dirac model (config `training:`), only the loss differs.
+        settings=settings(
+            lambda w: {
+                "network": config["training"]["network"],
+                "image_size": config["datasets"][w.dataset]["image_size"],
+                "training": {**config["training"], "seed": config["seed"]},
+                "loss": {k: config["prior"][k] for k in ("beta_start", "beta_end", "num_timesteps")},
+            }
+        ),
+        state_root="results/{dataset}/prior/.state",
+    log:
+        log("train_prior", "{dataset}"),
+    benchmark:
+        bench("train_prior", "{dataset}")
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=1,
+    shell:
+        "python -m diracbench.train --kind ddpm --settings {params.settings:q} --data {input.data} "
+        "--weights {output.weights} --log-csv {output.log_csv} --state-root {params.state_root} "
+        "--time-budget-min {resources.runtime} --threads {threads} > {log} 2>&1"
+
+
+rule tune_dps:
+    input:
+        prior=prior_weights,
+        operator="results/{dataset}/{task}/operator.json",
+        measurements="results/{dataset}/{task}/measurements/val.npz",
+        code=code("tune.py", "methods/dps.py", *PRIOR_CODE),
+    output:
+        chosen="results/{dataset}/{task}/dps/tuning/chosen.yaml",
+        grid="results/{dataset}/{task}/dps/tuning/grid.csv",
+    params:
+        settings=settings(diffusion_settings("dps", "val")),
+    log:
+        log("tune_dps", "{dataset}_{task}"),
+    benchmark:
+        bench("tune_dps", "{dataset}_{task}")
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=1,
+    shell:
+        "python -m diracbench.tune --method dps --settings {params.settings:q} --operator {input.operator} "
+        "--measurements {input.measurements} --input prior={input.prior} "
+        "--out-chosen {output.chosen} --out-grid {output.grid} --threads {threads} > {log} 2>&1"
+
+
+rule sample_dps:
+    input:
+        prior=prior_weights,
+        operator="results/{dataset}/{task}/operator.json",
+        measurements="results/{dataset}/{task}/measurements/test.npz",
+        chosen=rules.tune_dps.output.chosen,
+        code=code("sample.py", "methods/dps.py", *PRIOR_CODE),
+    output:
+        recon="results/{dataset}/{task}/dps/recon/test.npz",
+        trajectory="results/{dataset}/{task}/dps/recon/trajectory.csv",
+    params:
+        settings=settings(diffusion_settings("dps", "test")),
+    log:
+        log("sample_dps", "{dataset}_{task}"),
+    benchmark:
+        bench("sample_dps", "{dataset}_{task}")
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=1,
+    shell:
+        "python -m diracbench.sample --method dps --settings {params.settings:q} --operator {input.operator} "
+        "--measurements {input.measurements} --tuned {input.chosen} --input prior={input.prior} "
+        "--out {output.recon} --trajectory {output.trajectory} --threads {threads} > {log} 2>&1"
+
+
+rule tune_ddrm:
+    input:
+        prior=prior_weights,
+        operator="results/{dataset}/{task}/operator.json",
+        measurements="results/{dataset}/{task}/measurements/val.npz",
+        code=code("tune.py", "methods/ddrm.py", *PRIOR_CODE),
+    output:
+        chosen="results/{dataset}/{task}/ddrm/tuning/chosen.yaml",
+        grid="results/{dataset}/{task}/ddrm/tuning/grid.csv",
+    params:
+        settings=settings(diffusion_settings("ddrm", "val")),
+    log:
+        log("tune_ddrm", "{dataset}_{task}"),
+    benchmark:
+        bench("tune_ddrm", "{dataset}_{task}")
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=1,
+    shell:
+        "python -m diracbench.tune --method ddrm --settings {params.settings:q} --operator {input.operator} "
+        "--measurements {input.measurements} --input prior={input.prior} "
+        "--out-chosen {output.chosen} --out-grid {output.grid} --threads {threads} > {log} 2>&1"
+
+
+rule sample_ddrm:
+    input:
+        prior=prior_weights,
+        operator="results/{dataset}/{task}/operator.json",
+        measurements="results/{dataset}/{task}/measurements/test.npz",
+        chosen=rules.tune_ddrm.output.chosen,
+        code=code("sample.py", "methods/ddrm.py", *PRIOR_CODE),
+    output:
+        recon="results/{dataset}/{task}/ddrm/recon/test.npz",
+        trajectory="results/{dataset}/{task}/ddrm/recon/trajectory.csv",
+    params:
+        settings=settings(diffusion_settings("ddrm", "test")),
+    log:
+        log("sample_ddrm", "{dataset}_{task}"),
+    benchmark:
+        bench("sample_ddrm", "{dataset}_{task}")
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=1,
+    shell:
+        "python -m diracbench.sample --method ddrm --settings {params.settings:q} --operator {input.operator} "
+        "--measurements {input.measurements} --tuned {input.chosen} --input prior={input.prior} "
+        "--out {output.recon} --trajectory {output.trajectory} --threads {threads} > {log} 2>&1"
+
+
+FINAL_TARGETS.extend(
+    expand("results/{dataset}/{task}/{method}/recon/test.npz", dataset=DATASETS, task=TASKS, method=DIFFUSION_BASELINES)
+)

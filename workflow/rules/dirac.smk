@@ -1,0 +1,159 @@
+# DiracDiffusion: degradation schedule, training per look-ahead, t_stop tuning on val, test sampling.
+#
+# results/<ds>/<task>/schedule/{schedule.csv,iterations.csv,schedule.png,schedule.pdf}   (schedule)
+# results/<ds>/<task>/models/dirac-dt<dt>/{weights.pt,train_log.csv}                      (train_dirac)
+# results/<ds>/<task>/dirac/tuning/{chosen.yaml,grid.csv,trajectory.csv}                  (tune_dirac)
+# results/<ds>/<task>/dirac-<po|do>/recon/{test.npz,trajectory.csv,posterior_samples.npz} (sample_dirac)
+
+include: "dirac_common.smk"
+
+
+rule schedule:
+    input:
+        unpack(schedule_file),
+        train="results/{dataset}/data/train.npy",
+        operator="results/{dataset}/{task}/operator.json",
+        code=code("schedule", "operators", "data", "metrics/__init__.py", "metrics/perceptual.py", "metrics/backbones.py", "seeding.py", "runtime.py"),
+    output:
+        table="results/{dataset}/{task}/schedule/schedule.csv",
+        iterations="results/{dataset}/{task}/schedule/iterations.csv",
+        png="results/{dataset}/{task}/schedule/schedule.png",
+        pdf="results/{dataset}/{task}/schedule/schedule.pdf",
+    params:
+        settings=settings(
+            lambda w: {
+                "schedule": {k: v for k, v in config["tasks"][w.task]["schedule"].items() if k != "file"},
+                "seed": config["seed"],
+                "lpips": lpips_settings() if config["tasks"][w.task]["schedule"].get("metric") == "lpips" else None,
+            }
+        ),
+        file=lambda w, input: f"--file {input.file}" if "file" in input.keys() else "",
+        out_dir=folder_of("table"),
+    log:
+        log("schedule", "{dataset}_{task}"),
+    benchmark:
+        bench("schedule", "{dataset}_{task}")
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "python -m diracbench.schedule --settings {params.settings:q} --train {input.train} "
+        "--operator {input.operator} {params.file} --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
+
+
+rule train_dirac:
+    input:
+        data="results/{dataset}/data/train.npy",
+        manifest="results/{dataset}/data/train_manifest.csv",
+        operator="results/{dataset}/{task}/operator.json",
+        schedule=rules.schedule.output.table,
+        code=code("train.py", "training", "nn", "dirac", "operators", "data", "runtime.py"),
+    output:
+        weights="results/{dataset}/{task}/models/dirac-dt{dt}/weights.pt",
+        log_csv="results/{dataset}/{task}/models/dirac-dt{dt}/train_log.csv",
+    wildcard_constraints:
+        dt=r"[0-9]+(\.[0-9]+)?",
+    params:
+        settings=settings(dirac_train_settings),
+        state_root="results/{dataset}/{task}/models/.state",
+    log:
+        log("train_dirac", "{dataset}_{task}_dt{dt}"),
+    benchmark:
+        bench("train_dirac", "{dataset}_{task}_dt{dt}")
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=1,
+    shell:
+        "python -m diracbench.train --kind dirac --settings {params.settings:q} --data {input.data} "
+        "--input operator={input.operator} --input schedule={input.schedule} "
+        "--weights {output.weights} --log-csv {output.log_csv} --state-root {params.state_root} "
+        "--time-budget-min {resources.runtime} --threads {threads} > {log} 2>&1"
+
+
+rule tune_dirac:
+    input:
+        unpack(dirac_models),
+        operator="results/{dataset}/{task}/operator.json",
+        measurements="results/{dataset}/{task}/measurements/val.npz",
+        schedule=rules.schedule.output.table,
+        code=code("tune.py", "train.py", *DIRAC_CODE),
+    output:
+        chosen="results/{dataset}/{task}/dirac/tuning/chosen.yaml",
+        grid="results/{dataset}/{task}/dirac/tuning/grid.csv",
+        trajectory="results/{dataset}/{task}/dirac/tuning/trajectory.csv",
+    params:
+        settings=settings(
+            lambda w: {
+                "variants": {v: dirac_task(w.task)[v] for v in ("po", "do")},
+                "tuning": {k: v for k, v in config["dirac"]["tuning"].items() if k != "max_images"},
+                "max_images": config["dirac"]["tuning"]["max_images"],
+                "batch_size": config["dirac"]["sampling"]["batch_size"],
+                "lpips": lpips_settings(),
+                "seed": config["seed"],
+            }
+        ),
+        models=dirac_model_args,
+    log:
+        log("tune_dirac", "{dataset}_{task}"),
+    benchmark:
+        bench("tune_dirac", "{dataset}_{task}")
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=6000,
+        runtime=120,
+        gpu=1,
+    shell:
+        "python -m diracbench.tune --method dirac-po --settings {params.settings:q} "
+        "--operator {input.operator} --measurements {input.measurements} {params.models} "
+        "--input schedule={input.schedule} --out-chosen {output.chosen} --out-grid {output.grid} "
+        "--out-trajectory {output.trajectory} --threads {threads} > {log} 2>&1"
+
+
+rule sample_dirac:
+    input:
+        unpack(lambda w: dirac_models(w, (w.variant,))),
+        operator="results/{dataset}/{task}/operator.json",
+        measurements="results/{dataset}/{task}/measurements/test.npz",
+        schedule=rules.schedule.output.table,
+        chosen=rules.tune_dirac.output.chosen,
+        code=code("sample.py", "train.py", *DIRAC_CODE),
+    output:
+        recon="results/{dataset}/{task}/dirac-{variant}/recon/test.npz",
+        trajectory="results/{dataset}/{task}/dirac-{variant}/recon/trajectory.csv",
+        posterior="results/{dataset}/{task}/dirac-{variant}/recon/posterior_samples.npz",
+    wildcard_constraints:
+        variant="po|do",
+    params:
+        settings=settings(dirac_sample_settings),
+        models=dirac_model_args,
+    log:
+        log("sample_dirac", "{dataset}_{task}_{variant}"),
+    benchmark:
+        bench("sample_dirac", "{dataset}_{task}_{variant}")
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=6000,
+        runtime=120,
+        gpu=1,
+    shell:
+        "python -m diracbench.sample --method dirac-{wildcards.variant} --settings {params.settings:q} "
+        "--operator {input.operator} --measurements {input.measurements} --tuned {input.chosen}:{wildcards.variant} "
+        "{params.models} --input schedule={input.schedule} --out {output.recon} --trajectory {output.trajectory} "
+        "--extra-out posterior_samples={output.posterior} --threads {threads} > {log} 2>&1"
+
+
+FINAL_TARGETS.extend(
+    expand(rules.schedule.output.png, dataset=DATASETS, task=TASKS)
+    + expand(rules.sample_dirac.output.recon, dataset=DATASETS, task=TASKS, variant=DIRAC_VARIANTS)
+)

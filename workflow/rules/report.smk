@@ -1,0 +1,186 @@
+# Evaluation: per-method metrics, Table 1 per dataset, the paper's figures, report entries.
+#
+# Methods appear automatically: a configured method is scored as soon as its reconstructions
+# exist or some rule of the workflow makes them (`producible`), so the DAG stays valid while
+# method rules are added, and a method dropped from `methods:` disappears everywhere.
+
+
+include: "report_common.smk"
+
+
+rule metrics:
+    input:
+        unpack(metrics_inputs),
+        code=code(
+            *(f"metrics/{f}" for f in ("__init__.py", "__main__.py", "backbones.py", "evaluate.py", "image_quality.py", "perceptual.py")),
+            "operators",
+            "runtime.py",
+            "seeding.py",
+        ),
+    output:
+        per_image="results/{dataset}/{task}/{method}/metrics/per_image.csv",
+        aggregate="results/{dataset}/{task}/{method}/metrics/aggregate.csv",
+    wildcard_constraints:
+        method="|".join(re.escape(m) for m in METHODS + [REFERENCE]),
+    params:
+        settings=settings(
+            lambda w: {
+                "dataset": w.dataset,
+                "task": w.task,
+                "method": w.method,
+                "seed": config["seed"],
+                **{
+                    k: config["metrics"][k]
+                    for k in ("lpips_net", "lpips_upsample_below", "fid", "bootstrap_resamples", "ci_level", "batch_size")
+                },
+            }
+        ),
+        task_dir=folder_of("operator", "input"),
+        out_dir=folder_of("aggregate"),
+        recon=lambda w, input: f"--recon {shlex.quote(input.recon)}" if "recon" in input.keys() else "",
+    log:
+        log("metrics", "{dataset}_{task}_{method}"),
+    benchmark:
+        bench("metrics", "{dataset}_{task}_{method}")
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=6000,
+        runtime=30,
+    shell:
+        "python -m diracbench.metrics --settings {params.settings:q} --task-dir {params.task_dir} {params.recon} "
+        "--out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
+
+
+rule tables:
+    input:
+        aggregates=table_aggregates,
+        code=code("tables.py"),
+    output:
+        md="results/tables/{dataset}.md",
+        tex="results/tables/{dataset}.tex",
+        csv="results/tables/{dataset}.csv",
+        html=report(
+            "results/tables/{dataset}.html",
+            caption="../report/table.rst",
+            category="Table 1",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "table": "Table 1 (md/tex/csv beside it)"},
+        ),
+    params:
+        settings=settings(lambda w: {"dataset": w.dataset, "tasks": TASKS, "methods": METHODS, "seed": config["seed"]}),
+        out_stem=lambda w, output: os.path.splitext(output.csv)[0],
+    log:
+        log("tables", "{dataset}"),
+    benchmark:
+        bench("tables", "{dataset}")
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        "python -m diracbench.tables --settings {params.settings:q} --aggregates {input.aggregates} "
+        "--out-stem {params.out_stem} --threads {threads} > {log} 2>&1"
+
+
+rule figure:
+    input:
+        unpack(lambda w: figure_inputs(FIGURE_OF[w.name], w.dataset, w.task)),
+        code=code("figures.py", "operators"),
+    output:
+        png=report(
+            "results/figures/{dataset}_{task}_{name}.png",
+            caption="../report/figure.rst",
+            category="Figures",
+            subcategory="{dataset} {task}",
+            labels={"dataset": "{dataset}", "task": "{task}", "figure": "{name}"},
+        ),
+        pdf="results/figures/{dataset}_{task}_{name}.pdf",
+    wildcard_constraints:
+        name="|".join(PER_TASK_FIGURES.values()),
+    params:
+        figure=lambda w: FIGURE_OF[w.name],
+        settings=settings(figure_settings),
+        inputs=figure_args,
+        out_stem=lambda w, output: os.path.splitext(output.png)[0],
+    log:
+        log("figure", "{dataset}_{task}_{name}"),
+    benchmark:
+        bench("figure", "{dataset}_{task}_{name}")
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "python -m diracbench.figures {params.figure} --settings {params.settings:q} {params.inputs} "
+        "--out-stem {params.out_stem} --threads {threads} > {log} 2>&1"
+
+
+rule figure_schedules:
+    input:
+        unpack(lambda w: figure_inputs("schedules", w.dataset)),
+        code=code("figures.py", "operators"),
+    output:
+        png=report(
+            "results/figures/{dataset}_fig7_schedules.png",
+            caption="../report/figure.rst",
+            category="Figures",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "task": "all", "figure": "fig7_schedules"},
+        ),
+        pdf="results/figures/{dataset}_fig7_schedules.pdf",
+    params:
+        settings=settings(figure_settings),
+        inputs=figure_args,
+        out_stem=lambda w, output: os.path.splitext(output.png)[0],
+    log:
+        log("figure", "{dataset}_fig7_schedules"),
+    benchmark:
+        bench("figure", "{dataset}_fig7_schedules")
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "python -m diracbench.figures schedules --settings {params.settings:q} {params.inputs} "
+        "--out-stem {params.out_stem} --threads {threads} > {log} 2>&1"
+
+
+# One provenance.json per folder: commit, packages, config hash, seeds, and each file's record.
+rule folder_provenance:
+    input:
+        files=lambda w: (
+            expand("results/tables/{dataset}.{ext}", dataset=DATASETS, ext=("md", "tex", "csv", "html"))
+            if w.folder == "tables"
+            else [f for png in available_figures() for f in (png, png[: -len(".png")] + ".pdf")]
+        ),
+        code=code("metrics/folder_provenance.py"),
+    output:
+        "results/{folder}/provenance.json",
+    wildcard_constraints:
+        folder="tables|figures",
+    params:
+        settings=settings(lambda w: config),
+    log:
+        log("folder_provenance", "{folder}"),
+    benchmark:
+        bench("folder_provenance", "{folder}")
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    shell:
+        "python -m diracbench.metrics.folder_provenance --settings {params.settings:q} --files {input.files} "
+        "--out {output} > {log} 2>&1"
+
+
+FINAL_TARGETS.append(evaluation_targets)

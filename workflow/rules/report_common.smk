@@ -1,0 +1,148 @@
+# Helpers of workflow/rules/report.smk (kept apart so rule files hold rules only).
+import shlex
+
+REFERENCE = "y"  # the measurement itself, scored as a reference row
+DIFFUSION = ("dirac-po", "dirac-do", "dps", "ddrm")
+
+
+def producible(path):
+    """The file exists, or a rule in this workflow produces it."""
+    return os.path.exists(path) or any(r.is_producer(path) for r in workflow.rules)
+
+
+def _task_dir(dataset, task):
+    return f"results/{dataset}/{task}"
+
+
+def _recon(dataset, task, method, name="test.npz"):
+    return f"{_task_dir(dataset, task)}/{method}/recon/{name}"
+
+
+def _metrics(dataset, task, method, name="aggregate.csv"):
+    return f"{_task_dir(dataset, task)}/{method}/metrics/{name}"
+
+
+def _dirac_tuning(dataset, task, name):
+    return f"{_task_dir(dataset, task)}/dirac/tuning/{name}"
+
+
+def _key(kind, method=None):
+    # figures.py reads KIND__METHOD, with '-' written as '_' (input names must be identifiers).
+    return kind if method is None else f"{kind}__{method.replace('-', '_')}"
+
+
+def scored_methods(dataset, task):
+    """Configured methods whose test reconstructions exist or can be made, in config order."""
+    return [m for m in METHODS if producible(_recon(dataset, task, m))]
+
+
+def metrics_inputs(wildcards):
+    inputs = {
+        "measurements": f"{_task_dir(wildcards.dataset, wildcards.task)}/measurements/test.npz",
+        "operator": f"{_task_dir(wildcards.dataset, wildcards.task)}/operator.json",
+    }
+    if wildcards.method != REFERENCE:
+        inputs["recon"] = _recon(wildcards.dataset, wildcards.task, wildcards.method)
+    return inputs
+
+
+def table_aggregates(wildcards):
+    return [
+        _metrics(wildcards.dataset, task, m)
+        for task in TASKS
+        for m in scored_methods(wildcards.dataset, task) + [REFERENCE]
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures. Each figure lists the inputs that exist or can be made; a figure none of whose
+# method inputs can be made (e.g. no DPS/DDRM/Dirac configured) is left out of the targets.
+
+PER_TASK_FIGURES = {
+    "perception": "fig3_perception_distortion",
+    "consistency": "fig4_data_consistency",
+    "lpips-nfe": "fig4_lpips_vs_nfe",
+    "samples": "samples",
+    "uncertainty": "uncertainty",
+}
+
+
+def figure_inputs(kind, dataset, task=None):
+    """{input name: path} of what a figure draws; empty when it has nothing to draw."""
+    tdir = _task_dir(dataset, task) if task else None
+    dirac = any(m.startswith("dirac") for m in METHODS)
+    out = {}
+    if kind == "perception":
+        if dirac and producible(_dirac_tuning(dataset, task, "trajectory.csv")):
+            out[_key("trajectory", "dirac")] = _dirac_tuning(dataset, task, "trajectory.csv")
+            if producible(_dirac_tuning(dataset, task, "chosen.yaml")):
+                out[_key("chosen", "dirac")] = _dirac_tuning(dataset, task, "chosen.yaml")
+    elif kind == "consistency":
+        if dirac and producible(_dirac_tuning(dataset, task, "trajectory.csv")):
+            out[_key("trajectory", "dirac")] = _dirac_tuning(dataset, task, "trajectory.csv")
+        for m in ("dps", "ddrm"):
+            if m in METHODS and producible(_recon(dataset, task, m, "trajectory.csv")):
+                out[_key("trajectory", m)] = _recon(dataset, task, m, "trajectory.csv")
+        if out:
+            out["operator"] = f"{tdir}/operator.json"
+    elif kind == "lpips-nfe":
+        for m in DIFFUSION:
+            if m in METHODS and producible(_recon(dataset, task, m)):
+                out[_key("aggregate", m)] = _metrics(dataset, task, m)
+                if producible(_recon(dataset, task, m, "trajectory.csv")):
+                    out[_key("trajectory", m)] = _recon(dataset, task, m, "trajectory.csv")
+    elif kind == "samples":
+        out["measurements"] = f"{tdir}/measurements/test.npz"
+        for m in scored_methods(dataset, task):
+            out[_key("recon", m)] = _recon(dataset, task, m)
+            out[_key("per_image", m)] = _metrics(dataset, task, m, "per_image.csv")
+    elif kind == "uncertainty":
+        if "dirac-po" in METHODS and producible(_recon(dataset, task, "dirac-po", "posterior_samples.npz")):
+            out["measurements"] = f"{tdir}/measurements/test.npz"
+            out["samples"] = _recon(dataset, task, "dirac-po", "posterior_samples.npz")
+    elif kind == "schedules":
+        for t in TASKS:
+            sched = f"{_task_dir(dataset, t)}/schedule/schedule.csv"
+            if producible(sched):
+                out[_key("schedule", t)] = sched
+                out[_key("operator", t)] = f"{_task_dir(dataset, t)}/operator.json"
+    return out
+
+
+def available_figures():
+    """PNG paths of every figure that has something to draw (PDFs are made alongside)."""
+    pngs = []
+    for ds in DATASETS:
+        for task in TASKS:
+            for kind, name in PER_TASK_FIGURES.items():
+                if figure_inputs(kind, ds, task):
+                    pngs.append(f"results/figures/{ds}_{task}_{name}.png")
+        if figure_inputs("schedules", ds):
+            pngs.append(f"results/figures/{ds}_fig7_schedules.png")
+    return pngs
+
+
+def figure_args(wildcards, input):
+    return " ".join(f"--input {k}={shlex.quote(str(v))}" for k, v in input.items() if k != "code")
+
+
+FIGURE_OF = {name: kind for kind, name in PER_TASK_FIGURES.items()}
+
+
+def figure_settings(wildcards):
+    return {
+        "dataset": wildcards.dataset,
+        "task": wildcards.get("task"),
+        "seed": config["seed"],
+        "grid_images": config["metrics"]["grid_images"],
+        "uncertainty_images": config["metrics"]["uncertainty_images"],
+    }
+
+
+def evaluation_targets(wildcards):
+    """Evaluated once every rule file is loaded, so it sees the method rules wherever they are included."""
+    return (
+        expand("results/tables/{dataset}.md", dataset=DATASETS)
+        + available_figures()
+        + ["results/tables/provenance.json", "results/figures/provenance.json"]
+    )
