@@ -43,10 +43,11 @@ def dirac_train_settings(wildcards):
     dt = float(wildcards.dt)
     if dt not in [float(v) for v in dirac_task(wildcards.task)["look_aheads"]]:
         raise WorkflowError(f"no Dirac model with look-ahead {dt} is configured for {wildcards.task} (dirac.tasks.{wildcards.task}.look_aheads)")
+    training = {**config["training"], **dirac_task(wildcards.task).get("training", {}), "seed": config["seed"]}
     return {
-        "network": config["training"]["network"],
+        "network": training["network"],
         "image_size": config["datasets"][wildcards.dataset]["image_size"],
-        "training": {**config["training"], "seed": config["seed"]},
+        "training": training,
         "loss": {"dt": dt, **config["dirac"]["loss"]},
     }
 
