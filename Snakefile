@@ -30,6 +30,9 @@ include: "workflow/rules/baselines_scico.smk"
 include: "workflow/rules/report.smk"
 
 
+include: "workflow/rules/bench.smk"  # the `bench` target; not part of `all`
+
+
 rule all:
     default_target: True
     input:

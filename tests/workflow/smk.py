@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +13,26 @@ REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
 
 
-def snakemake(*args: str, workdir: Path | None = None, config: Path | None = TINY, timeout: int = 1200, check: bool = True) -> subprocess.CompletedProcess:
+def copy_workflow(dest: Path) -> Path:
+    """A self-contained copy of the workflow (Snakefile, config, workflow/, src/, test configs).
+
+    Jobs import the package next to the Snakefile they run under, so tests may edit the copy's
+    sources to see what Snakemake reruns, without touching the repository.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("Snakefile", "config.yaml"):
+        shutil.copy2(REPO / name, dest / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for name in ("workflow", "src", "envs"):
+        shutil.copytree(REPO / name, dest / name, ignore=ignore, dirs_exist_ok=True)
+    (dest / "tests" / "configs").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(TINY, dest / "tests" / "configs" / "tiny.yaml")
+    return dest
+
+
+def snakemake(*args: str, workdir: Path | None = None, config: Path | None = TINY, timeout: int = 1200, check: bool = True, snakefile: Path | None = None) -> subprocess.CompletedProcess:
     """`snakemake` on the repository's Snakefile; with `config`, that file replaces config.yaml."""
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile or REPO / "Snakefile")]
     if workdir is not None:
         cmd += ["--directory", str(workdir)]
     if config is not None:
@@ -41,3 +60,26 @@ def job_counts(dry_run_output: str) -> dict[str, int]:
         if parts[0] != "total":
             counts[parts[0]] = int(parts[1])
     return counts
+
+
+def planned_jobs(dry_run_output: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, wildcards) of every job a dry run would execute."""
+    jobs = []
+    rule = None
+    for line in dry_run_output.splitlines():
+        m = re.match(r"^(?:local)?rule (\S+):$", line.strip())
+        if m:
+            if rule is not None:
+                jobs.append((rule, {}))
+            rule = m.group(1)
+            continue
+        if rule is not None and line.strip().startswith("wildcards:"):
+            pairs = line.split("wildcards:", 1)[1].split(",")
+            jobs.append((rule, dict(p.strip().split("=", 1) for p in pairs if "=" in p)))
+            rule = None
+        elif rule is not None and not line.strip():
+            jobs.append((rule, {}))
+            rule = None
+    if rule is not None:
+        jobs.append((rule, {}))
+    return jobs

@@ -19,22 +19,17 @@ def test_default_config_builds_a_dag(tmp_path):
     assert "prepare_data" in proc.stdout + proc.stderr
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("tiny")
-    snakemake("--cores", "2", workdir=workdir)
-    return workdir
-
-
 def test_tiny_chain_produces_every_output(tiny_run):
+    root, _ = tiny_run
     for task in ("deblur", "inpaint"):
-        base = tiny_run / "results" / "photos" / task
+        base = root / "results" / "photos" / task
         assert (base / "operator.json").is_file()
         for split in ("val", "test"):
             assert (base / "measurements" / f"{split}.npz").is_file()
-    assert (tiny_run / "results" / "photos" / "data" / "train.npy").is_file()
+    assert (root / "results" / "photos" / "data" / "train.npy").is_file()
 
 
 def test_second_run_has_nothing_to_do(tiny_run):
-    proc = snakemake("-n", workdir=tiny_run)
+    root, config = tiny_run
+    proc = snakemake("-n", workdir=root, config=config, snakefile=root / "Snakefile")
     assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]

@@ -139,6 +139,9 @@ def dirac_sample(
     y = y.float()
     y_t = y.clone()
     b = y.shape[0]
+    # Without guidance nothing needs autograd: inference mode skips its bookkeeping. Guidance
+    # differentiates through y_t, which inference-mode tensors could not take part in.
+    no_grad = torch.inference_mode if s.guidance == "none" else torch.no_grad
     for i in range(s.steps):
         t, t_next = s.t_at(i), s.t_at(i + 1)
         s2, sn2 = _sigma(noise, t) ** 2, _sigma(noise, t_next) ** 2
@@ -155,13 +158,13 @@ def dirac_sample(
                 (grad,) = torch.autograd.grad(resid2.sum(), y_in)  # images are independent: per-image gradients
             x0_hat = x0_hat.detach()
         else:
-            with torch.no_grad():
+            with no_grad():
                 x0_hat = model(y_t, sig).float()
         if returns_x0:
             if on_step is not None:
                 on_step(i, t, x0_hat, None)
             return x0_hat, i + 1
-        with torch.no_grad():
+        with no_grad():
             a_t = family.apply(x0_hat, t)
             update = _estimate_r(family, x0_hat, a_t, s, i)
             if s2 > sn2:

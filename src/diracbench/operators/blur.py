@@ -23,7 +23,8 @@ from diracbench.operators.severity import SeveritySchedule, schedule_from_dict
 def gaussian_taps(std: torch.Tensor, kernel_size: int) -> torch.Tensor:
     """(B,) stds -> (B, kernel_size) normalised float64 taps, truncated at radius floor(6s+0.5)."""
     std = torch.as_tensor(std, dtype=torch.float64).reshape(-1, 1)
-    if torch.any(std <= 0):
+    # Checked on the CPU only: on a GPU the check would stall the training loop on every batch.
+    if std.device.type == "cpu" and torch.any(std <= 0):
         raise ValueError("blur std must be positive")
     half = kernel_size // 2
     u = torch.arange(-half, half + 1, dtype=torch.float64, device=std.device).reshape(1, -1)
@@ -135,8 +136,8 @@ class GaussianBlurFamily(DegradationFamily):
         return self.std(torch.as_tensor(t, dtype=torch.float64))
 
     def matrices(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-image 1-D blur matrices: (B, H, H) and (B, W, W)."""
-        taps = gaussian_taps(self.std_at(t.to("cpu")), self.kernel_size).to(self.device, self.dtype)
+        """Per-image 1-D blur matrices: (B, H, H) and (B, W, W), built on the device of `t`."""
+        taps = gaussian_taps(self.std_at(t), self.kernel_size).to(self.device, self.dtype)
         H_r = torch.einsum("bk,kij->bij", taps, self._basis_r)
         H_c = H_r if self._basis_c is self._basis_r else torch.einsum("bk,kij->bij", taps, self._basis_c)
         return H_r, H_c
@@ -145,7 +146,8 @@ class GaussianBlurFamily(DegradationFamily):
         key = round(float(t), 12)
         op = self._cache.get(key)
         if op is None:
-            H_r, H_c = self.matrices(torch.tensor([key], dtype=torch.float64))
+            with torch.inference_mode(False):  # cached: must stay usable by autograd (guidance)
+                H_r, H_c = self.matrices(torch.tensor([key], dtype=torch.float64))
             op = BlurOperator(H_r[0], H_c[0], float(self.std_at(key)))
             self._cache[key] = op
             if len(self._cache) > self._cache_size:
@@ -157,7 +159,7 @@ class GaussianBlurFamily(DegradationFamily):
     def apply(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
         if not torch.is_tensor(t) or t.ndim == 0:
             return self.at(float(t)).forward(x)
-        H_r, H_c = self.matrices(per_image(t, x.shape[0], torch.device("cpu")))
+        H_r, H_c = self.matrices(per_image(t, x.shape[0], x.device))
         return H_r.to(x.dtype).unsqueeze(1) @ x @ H_c.to(x.dtype).unsqueeze(1).transpose(-1, -2)
 
     def to_dict(self) -> dict:

@@ -26,8 +26,8 @@ def smooth_masks(
     """(B,) mask stds -> (B, 1, H, W) float64 masks; a std of 0 gives an all-ones mask."""
     std = torch.as_tensor(std, dtype=torch.float64).reshape(-1, 1, 1)
     h, w = image_size
-    di = (torch.arange(h, dtype=torch.float64) - centre[0]).reshape(1, -1, 1)
-    dj = (torch.arange(w, dtype=torch.float64) - centre[1]).reshape(1, 1, -1)
+    di = (torch.arange(h, dtype=torch.float64, device=std.device) - centre[0]).reshape(1, -1, 1)
+    dj = (torch.arange(w, dtype=torch.float64, device=std.device) - centre[1]).reshape(1, 1, -1)
     safe = torch.where(std > 0, std, torch.ones_like(std))
     bump = torch.exp(-(di**2 + dj**2) / (2.0 * safe**2))
     half = torch.floor(truncate * safe + 0.5)
@@ -111,7 +111,8 @@ class SmoothMaskFamily(DegradationFamily):
         key = round(float(t), 12)
         op = self._cache.get(key)
         if op is None:
-            op = MaskOperator(self.masks(torch.tensor([key], dtype=torch.float64)), float(self.std_at(torch.tensor(key))))
+            with torch.inference_mode(False):  # cached: must stay usable by autograd (guidance)
+                op = MaskOperator(self.masks(torch.tensor([key], dtype=torch.float64)), float(self.std_at(torch.tensor(key))))
             self._cache[key] = op
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
@@ -122,7 +123,8 @@ class SmoothMaskFamily(DegradationFamily):
     def apply(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
         if not torch.is_tensor(t) or t.ndim == 0:
             return self.at(float(t)).forward(x)
-        return self.masks(per_image(t, x.shape[0], torch.device("cpu"))).to(x.dtype) * x
+        # Built on the images' device: per-image severities never make a round trip to the host.
+        return self.masks(per_image(t, x.shape[0], x.device)).to(x.dtype) * x
 
     def to_dict(self) -> dict:
         return {

@@ -8,6 +8,7 @@ official `from_file` lookup does (first row with t_row >= t, interpolated with t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -57,8 +58,7 @@ class TableSchedule:
 
     def __call__(self, t: torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(t, dtype=torch.float64).clamp(0.0, 1.0)
-        ts = torch.tensor(self.t, dtype=torch.float64, device=t.device)
-        vs = torch.tensor(self.values, dtype=torch.float64, device=t.device)
+        ts, vs = _table_tensors(self.t, self.values, t.device)
         hi = torch.searchsorted(ts, t.contiguous(), right=False).clamp(1, len(ts) - 1)
         lo = hi - 1
         w = (t - ts[lo]) / (ts[hi] - ts[lo])
@@ -70,6 +70,13 @@ class TableSchedule:
     @classmethod
     def from_rows(cls, t: Sequence[float], values: Sequence[float]) -> "TableSchedule":
         return cls(tuple(float(a) for a in t), tuple(float(b) for b in values))
+
+
+@lru_cache(maxsize=32)
+def _table_tensors(t: tuple[float, ...], values: tuple[float, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A table's rows as tensors, copied to each device once (not on every lookup)."""
+    with torch.inference_mode(False):  # cached: must stay usable outside inference mode too
+        return torch.tensor(t, dtype=torch.float64, device=device), torch.tensor(values, dtype=torch.float64, device=device)
 
 
 def read_schedule_table(path: str | Path) -> TableSchedule:

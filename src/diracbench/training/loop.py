@@ -177,7 +177,27 @@ def train(
     write_json(state_dir / "settings.json", asdict(settings))
     resumed_from = step
 
+    # Losses not yet read back to the host: one device sync per log row (or checkpoint), not one
+    # per step. A non-finite loss is still reported with its own step number, and state is never
+    # saved past it (every save reads the pending losses first).
+    pending: list[torch.Tensor] = []
+
+    def drain() -> None:
+        nonlocal window_loss, window_steps
+        if not pending:
+            return
+        values = torch.stack([p.float() for p in pending]).tolist()
+        first = step - len(pending)
+        pending.clear()
+        for k, value in enumerate(values):
+            if not np.isfinite(value):
+                done = first + k  # steps completed before the bad one
+                raise NonFiniteLoss(f"non-finite training loss ({value}) at step {done + 1} of {description}; lower the learning rate or check the data (resume state from step {done - done % settings.checkpoint_every} is kept in {state_dir})")
+            window_loss += value
+            window_steps += 1
+
     def save_state() -> None:
+        drain()
         record = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -207,9 +227,7 @@ def train(
                 x0 = x0.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=cuda and settings.bf16):
                 loss = loss_fn(model, x0, gens["loss"])
-            value = float(loss.detach())
-            if not np.isfinite(value):
-                raise NonFiniteLoss(f"non-finite training loss ({value}) at step {step + 1} of {description}; lower the learning rate or check the data (resume state from step {step - step % settings.checkpoint_every} is kept in {state_dir})")
+            pending.append(loss.detach())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if settings.grad_clip:
@@ -222,10 +240,9 @@ def train(
                     for b_ema, b in zip(ema.buffers(), model.buffers()):
                         b_ema.copy_(b)
             step += 1
-            window_loss += value
-            window_steps += 1
             bar.update(1)
             if step % settings.log_every == 0 or step == settings.steps:
+                drain()
                 now = time.perf_counter()
                 rate = window_steps * settings.batch_size / max(now - window_start, 1e-9)
                 log.append({"step": step, "loss": window_loss / window_steps, "images_per_s": rate, "elapsed_s": elapsed_before + now - start})

@@ -1,0 +1,164 @@
+"""The GPU check: training and sampling throughput of the paper-size network at 256x256.
+
+`python -m diracbench.bench gpu` builds the paper's "base" U-Net (67.7M parameters at 256 px,
+random weights: throughput does not depend on them), and for each combination of precision
+(fp32, bf16 autocast) and memory format (contiguous, channels-last) measures
+- training: Adam steps of the incremental-reconstruction loss (dt = 1) on a blur family with the
+  paper's 61-tap kernel, images/s;
+- sampling: Dirac reverse-process steps (one network evaluation and the incremental
+  reconstruction each) under `torch.inference_mode`, images/s;
+and the peak GPU memory of each. Optionally `--compile` adds torch.compile'd variants. It prints a
+table (and writes it as CSV with --out). Nothing in the workflow or the tests depends on it.
+
+Without CUDA it refuses (exit 1) — CPU numbers must never pass for GPU numbers — unless run as
+`--allow-cpu --tiny`, a smoke test of this code path on a tiny network whose table says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+from diracbench.bench.machine import machine_info, synchronize
+from diracbench.dirac.loss import ir_loss
+from diracbench.dirac.sampler import SamplerSettings, dirac_sample
+from diracbench.nn.models import build_model
+from diracbench.nn.unet import count_parameters
+from diracbench.operators import GaussianBlurFamily, GeometricNoise, LinearSchedule
+from diracbench.seeding import image_generators
+
+PAPER_BASE = {"model_channels": 128, "channel_mult": [1, 1, 2, 2, 2, 2, 2], "num_blocks": 2, "attn_resolutions": [16], "dropout": 0.1}
+TINY = {"model_channels": 8, "channel_mult": [1, 2], "num_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
+COLUMNS = ["mode", "precision", "channels_last", "compiled", "batch_size", "steps", "seconds", "images_per_s", "peak_memory_mb"]
+
+
+class _Autocast(nn.Module):
+    """Runs only the network under bf16 autocast; the operators around it stay float32."""
+
+    def __init__(self, model: nn.Module, enabled: bool, device_type: str) -> None:
+        super().__init__()
+        self.model, self.enabled, self.device_type = model, enabled, device_type
+
+    def forward(self, y: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=self.device_type, dtype=torch.bfloat16, enabled=self.enabled):
+            return self.model(y, sigma).float()
+
+
+def _peak_reset(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak(device: torch.device) -> float:
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
+
+
+def measure(network: dict, image_size: int, kernel_size: int, device: torch.device, train_batch: int, sample_batch: int, steps: int, warmup: int, bf16: bool, channels_last: bool, compiled: bool) -> list[dict]:
+    torch.manual_seed(0)
+    model = build_model("dirac", network, image_size).to(device)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    net: nn.Module = torch.compile(model) if compiled else model
+    family = GaussianBlurFamily((image_size, image_size), kernel_size, LinearSchedule(0.3, 3.0), device=device)
+    noise = GeometricNoise(0.01, 0.05)
+    gen = torch.Generator(device=device).manual_seed(0)
+    x0 = torch.rand(train_batch, 3, image_size, image_size, device=device, generator=gen).contiguous(memory_format=fmt)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    label = {"precision": "bf16" if bf16 else "fp32", "channels_last": channels_last, "compiled": compiled}
+    rows = []
+
+    def train_step() -> None:
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = ir_loss(net, x0, gen, family, noise, dt=1.0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    model.train()
+    _peak_reset(device)
+    for _ in range(warmup):
+        train_step()
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        train_step()
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    rows.append({"mode": "train", **label, "batch_size": train_batch, "steps": steps, "seconds": seconds, "images_per_s": train_batch * steps / seconds, "peak_memory_mb": _peak(device)})
+    del opt
+
+    model.eval()
+    sampler_net = _Autocast(net, bf16, device.type)
+    y = torch.rand(sample_batch, 3, image_size, image_size, device=device, generator=gen).contiguous(memory_format=fmt)
+    settings = lambda n: SamplerSettings(dt=1.0 / n, t_stop=0.0, estimator="look_ahead", delta=None, guidance="none", zeta=0.0, guidance_sign="descent", output="x0_hat")
+    _peak_reset(device)
+    with torch.inference_mode():
+        dirac_sample(sampler_net, family, noise, y, image_generators(range(sample_batch), device=device), settings(max(1, warmup)))
+        synchronize(device)
+        start = time.perf_counter()
+        dirac_sample(sampler_net, family, noise, y, image_generators(range(sample_batch), device=device), settings(steps))
+        synchronize(device)
+        seconds = time.perf_counter() - start
+    rows.append({"mode": "sample", **label, "batch_size": sample_batch, "steps": steps, "seconds": seconds, "images_per_s": sample_batch * steps / seconds, "peak_memory_mb": _peak(device)})
+    return rows
+
+
+def format_table(table: pd.DataFrame, header: str) -> str:
+    lines = [header, "", "| mode | precision | channels-last | compiled | batch | steps | s | images/s (per step) | peak GPU MB |", "|---|---|---|---|---:|---:|---:|---:|---:|"]
+    for _, r in table.iterrows():
+        lines.append(f"| {r['mode']} | {r['precision']} | {'on' if r['channels_last'] else 'off'} | {'yes' if r['compiled'] else 'no'} | {r['batch_size']} | {r['steps']} | {r['seconds']:.2f} | {r['images_per_s']:.1f} | {r['peak_memory_mb']:.0f} |")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allow-cpu", action="store_true", help="with --tiny: run the code path on CPU as a smoke test (numbers labelled CPU)")
+    parser.add_argument("--tiny", action="store_true", help="a tiny network at 16 px instead of the paper's 67.7M network at 256 px")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per measurement (default 50; 2 with --tiny)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 5; 1 with --tiny)")
+    parser.add_argument("--train-batch", type=int, default=None, help="training batch (default 16; 2 with --tiny)")
+    parser.add_argument("--sample-batch", type=int, default=None, help="sampling batch (default 32; 2 with --tiny)")
+    parser.add_argument("--compile", action="store_true", help="also measure torch.compile'd networks")
+    parser.add_argument("--out", type=Path, default=None, help="also write the table as CSV")
+
+
+def run_gpu_check(args: argparse.Namespace) -> int:
+    from diracbench.io import atomic_path
+
+    cuda = torch.cuda.is_available()
+    if not cuda and not (args.allow_cpu and args.tiny):
+        print("diracbench.bench gpu: no CUDA GPU is visible to torch, so there is nothing to measure here; run it on a machine "
+              "with a GPU (a CPU smoke test of the code path: --allow-cpu --tiny)", flush=True)
+        return 1
+    if args.allow_cpu and not args.tiny and not cuda:
+        print("diracbench.bench gpu: --allow-cpu needs --tiny (the paper-size network on a CPU is not a GPU measurement)", flush=True)
+        return 1
+    device = torch.device("cuda" if cuda else "cpu")
+    network, size, kernel = (TINY, 16, 9) if args.tiny else (PAPER_BASE, 256, 61)
+    steps = args.steps or (2 if args.tiny else 50)
+    warmup = args.warmup if args.warmup is not None else (1 if args.tiny else 5)
+    train_batch = args.train_batch or (2 if args.tiny else 16)
+    sample_batch = args.sample_batch or (2 if args.tiny else 32)
+    params = count_parameters(build_model("dirac", network, size))
+    info = machine_info(device)
+    where = f"GPU {info['gpu']}" if cuda else f"CPU SMOKE TEST ({info['cpu']}, {info['torch_threads']} threads) - NOT GPU NUMBERS"
+    header = f"diracbench GPU check: {params:,}-parameter network at {size}x{size} on {where}; torch {info['torch']}; {info['date']}"
+    rows = []
+    combos = [(bf16, cl, False) for bf16 in (False, True) for cl in (False, True)]
+    if args.compile:
+        combos += [(bf16, True, True) for bf16 in (False, True)]
+    for bf16, cl, compiled in combos:
+        print(f"measuring {'bf16' if bf16 else 'fp32'}, channels-last {'on' if cl else 'off'}{', compiled' if compiled else ''} ...", flush=True)
+        rows += measure(network, size, kernel, device, train_batch, sample_batch, steps, warmup, bf16, cl, compiled)
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    print(format_table(table, header), flush=True)
+    if args.out is not None:
+        with atomic_path(args.out) as tmp:
+            table.assign(device=where).to_csv(tmp, index=False)
+    return 0

@@ -1,0 +1,179 @@
+"""Cost at quality: every method's NFE, network passes, seconds per image and peak memory, next to
+the test PSNR/LPIPS the default run measured for it.
+
+Each (dataset, task, method) runs in its own subprocess (`method-run`), so the peak resident set
+size (VmHWM) is that method's own and not the maximum of everything before it; on CUDA the peak
+allocated GPU memory is recorded as well. A run reconstructs the first `max_images` test images
+with exactly the settings of the method's sample rule and the hyper-parameters its tuning rule
+chose on val, at the configured batch size (capped by the number of images), with trajectory
+logging, per-step LPIPS and posterior samples switched off: the cost of the reconstruction, not of
+the figures. No warm-up run: a JAX method's compilation is part of what a user pays once per job.
+Network forward/backward passes are counted by hooks (`counters.NetworkCounter`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from diracbench.bench.counters import NetworkCounter
+from diracbench.bench.machine import current_rss_mb, machine_info, peak_rss_mb, synchronize
+from diracbench.errors import UserError
+
+COLUMNS = [
+    "dataset", "task", "method", "n_images", "batch_size", "nfe", "forward_per_image", "backward_per_image",
+    "seconds_per_image", "wall_per_image", "peak_rss_mb", "start_rss_mb", "cuda_peak_mb", "bench_psnr",
+    "psnr", "lpips", "quality_n", "default_run_seconds_per_image", "networks", "device", "note",
+]
+JAX_METHODS = ("pnp-admm", "admm-tv")
+
+
+def quiet_hparams(method: str, hparams: dict) -> dict:
+    """The method's hyper-parameters with logging that only feeds figures switched off."""
+    hp = dict(hparams)
+    if method.startswith("dirac-"):
+        hp.update(lpips_every=0, posterior_images=0)
+    hp.pop("trajectory", None)  # DPS/DDRM: no TrajectoryLog
+    return hp
+
+
+def run_one(spec: dict, device: torch.device, threads: int) -> dict:
+    """Reconstruct with one method in this process and measure it (the `method-run` subcommand)."""
+    from diracbench.methods import load_method
+    from diracbench.methods.base import RunContext, load_problem
+    from diracbench.sample import read_tuned
+
+    settings = spec["settings"]
+    method = spec["method"]
+    problem = load_problem(spec["operator"], spec["measurements"], "test", device).subset(spec["max_images"])
+    hparams = quiet_hparams(method, {**settings.get("hparams", {}), **read_tuned(spec.get("tuned"))})
+    ctx = RunContext(device=device, threads=threads, seed=int(settings.get("seed", 0)), inputs={k: Path(v) for k, v in spec["inputs"].items()})
+    module = load_method(method)
+    start_rss = current_rss_mb()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    with NetworkCounter() as counter:
+        start = time.perf_counter()
+        # A one-candidate grid is the method's run without trajectory logging (scico methods log
+        # their trajectory only in `reconstruct`).
+        if hasattr(module, "reconstruct_grid"):
+            recon = module.reconstruct_grid(problem, [hparams], ctx)[0]
+        else:
+            recon = module.reconstruct(problem, hparams, ctx)
+        synchronize(device)
+        wall = time.perf_counter() - start
+    n = len(problem)
+    x = problem.x.detach().cpu().clamp(0, 1).numpy()
+    mse = np.clip(((recon.x_hat - x) ** 2).reshape(n, -1).mean(1), 1e-12, None)
+    counts = counter.summary()
+    jax = method in JAX_METHODS
+    note = ""
+    if jax and method == "pnp-admm":
+        note = "DnCNN runs in JAX (jit): torch hooks cannot see it; one DnCNN pass per ADMM iteration (nfe)"
+    elif jax:
+        note = "no network"
+    return {
+        "method": method,
+        "n_images": n,
+        "batch_size": min(int(hparams.get("batch_size", n)), n),
+        "nfe": float(np.mean(recon.nfe)),
+        "forward_per_image": math.nan if method == "pnp-admm" else counts["forward_images"] / n,
+        "backward_per_image": math.nan if method == "pnp-admm" else counts["backward_images"] / n,
+        "seconds_per_image": float(np.mean(recon.seconds)),
+        "wall_per_image": wall / n,
+        "peak_rss_mb": peak_rss_mb(),
+        "start_rss_mb": start_rss,
+        "cuda_peak_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else math.nan,
+        "bench_psnr": float(np.mean(10 * np.log10(1.0 / mse))),
+        "networks": counts["networks"],
+        "device": str(device),
+        "note": note,
+    }
+
+
+def read_quality(path: Path) -> dict:
+    """Test PSNR/LPIPS (means over the method's scored images) and the default run's s/image."""
+    if not path.is_file():
+        raise UserError(f"{path} does not exist; run the default pipeline (snakemake --cores all) before the bench")
+    table = pd.read_csv(path)
+    means = dict(zip(table["metric"], table["mean"]))
+    counts = dict(zip(table["metric"], table["n"]))
+    return {
+        "psnr": float(means.get("psnr", math.nan)),
+        "lpips": float(means.get("lpips", math.nan)),
+        "quality_n": int(counts.get("psnr", 0)),
+        "default_run_seconds_per_image": float(means.get("seconds", math.nan)),
+    }
+
+
+def run_all(jobs: list[dict], max_images: int | None, threads: int, device: str, workdir: Path) -> pd.DataFrame:
+    """One subprocess per job, one after another; returns the cost table."""
+    rows = []
+    for k, job in enumerate(jobs):
+        spec = {**job, "max_images": max_images}
+        spec_path = workdir / f"spec{k}.json"
+        out_path = workdir / f"out{k}.json"
+        spec_path.write_text(json.dumps(spec))
+        cmd = [sys.executable, "-m", "diracbench.bench", "method-run", "--spec", str(spec_path), "--out", str(out_path), "--threads", str(threads), "--device", device]
+        label = f"{job['dataset']}/{job['task']}/{job['method']}"
+        print(f"bench methods: {label} ...", flush=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
+            raise UserError(f"bench run of {label} failed (exit {proc.returncode}): {tail[0]}")
+        result = json.loads(out_path.read_text())
+        result.update(dataset=job["dataset"], task=job["task"], **read_quality(Path(job["aggregate"])))
+        print(f"bench methods: {label}: {result['seconds_per_image']:.4f} s/image, nfe {result['nfe']:g}, peak RSS {result['peak_rss_mb']:.0f} MB", flush=True)
+        rows.append(result)
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def collect_jobs(settings: dict, inputs: dict[str, Path]) -> list[dict]:
+    """Jobs from --settings {jobs: [{dataset, task, method, settings, tuned_key}]} and inputs
+    named `<dataset>:<task>:<method>:<name>` (operator, measurements, tuned, aggregate, and the
+    method's own inputs such as prior or model-dt1)."""
+    jobs = []
+    for job in settings.get("jobs", []):
+        for key in ("dataset", "task", "method", "settings"):
+            if key not in job:
+                raise UserError(f"bench methods: a job in --settings lacks {key!r}")
+        prefix = f"{job['dataset']}:{job['task']}:{job['method']}:"
+        own = {k[len(prefix):]: v for k, v in inputs.items() if k.startswith(prefix)}
+        for name in ("operator", "measurements", "aggregate"):
+            if name not in own:
+                raise UserError(f"bench methods: --input {prefix}{name}=PATH is missing")
+        tuned = own.pop("tuned", None)
+        if tuned is not None and job.get("tuned_key"):
+            tuned = f"{tuned}:{job['tuned_key']}"
+        jobs.append({
+            "dataset": job["dataset"], "task": job["task"], "method": job["method"], "settings": job["settings"],
+            "operator": str(own.pop("operator")), "measurements": str(own.pop("measurements")),
+            "aggregate": str(own.pop("aggregate")), "tuned": None if tuned is None else str(tuned),
+            "inputs": {k: str(v) for k, v in own.items()},
+        })
+    if not jobs:
+        raise UserError("bench methods: --settings names no jobs")
+    return jobs
+
+
+def main_methods(settings: dict, inputs: dict[str, Path], out: Path, threads: int, device: torch.device) -> pd.DataFrame:
+    from diracbench.io import atomic_path
+    from diracbench.provenance import write_provenance
+
+    jobs = collect_jobs(settings, inputs)
+    load_before = machine_info(device)
+    with tempfile.TemporaryDirectory(prefix="diracbench-bench-") as tmp:
+        table = run_all(jobs, settings.get("max_images"), threads, str(device), Path(tmp))
+    with atomic_path(out) as tmp_path:
+        table.to_csv(tmp_path, index=False)
+    write_provenance(out, "bench_methods", settings, device=str(device), extra={"machine": load_before, "load_average_after": machine_info(device)["load_average_1min"]})
+    return table

@@ -1,0 +1,94 @@
+"""Cost-at-quality runs (hook-counted network passes, per-method subprocess) and the batching bench."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from diracbench.bench import batching as bench_batching
+from diracbench.bench import methods as bench_methods
+from diracbench.bench.__main__ import main as bench_main
+from diracbench.bench.counters import NetworkCounter
+from diracbench.nn.models import build_model
+from test_dirac_method import RUN, TINY_NET, VARIANT, setup  # noqa: F401  (fixture)
+
+
+def test_counter_counts_outermost_calls_and_backward_passes():
+    model = build_model("dirac", TINY_NET, 16)
+    y = torch.rand(3, 3, 16, 16)
+    sigma = torch.full((3,), 0.03)
+    with NetworkCounter() as counter:
+        with torch.no_grad():
+            model(y, sigma)
+            model(y[:2], sigma[:2])
+        x = y.clone().requires_grad_(True)
+        out = model(x, sigma)
+        torch.autograd.grad(out.sum(), x)
+    assert (counter.forward_calls, counter.forward_images) == (3, 8)  # sub-layers are not counted
+    assert (counter.backward_calls, counter.backward_images) == (1, 3)
+    assert counter.summary()["networks"] == "DiracDenoiser"
+    model(y, sigma)  # outside the context: hooks are gone
+    assert counter.forward_calls == 3
+
+
+def _spec(tmp, inputs, variant_overrides=None):
+    (tmp / "chosen.yaml").write_text(yaml.safe_dump({"po": {"t_stop": 0.5}, "do": {"t_stop": 0.5}}))
+    hparams = {**VARIANT, **RUN, "variant": "po", "lpips_every": 2, **(variant_overrides or {})}
+    return {
+        "method": "dirac-po", "settings": {"max_images": None, "seed": 0, "hparams": hparams},
+        "operator": str(tmp / "operator.json"), "measurements": str(tmp / "test.npz"), "tuned": f"{tmp / 'chosen.yaml'}:po",
+        "inputs": {k: str(v) for k, v in inputs.items()}, "max_images": 4,
+    }
+
+
+@pytest.mark.parametrize(("overrides", "backward"), [({}, 0), ({"guidance": "std", "zeta": 0.5}, 2)], ids=["plain", "guided"])
+def test_method_run_counts_the_sampler_network_passes(setup, overrides, backward):  # noqa: F811
+    tmp, inputs = setup
+    result = bench_methods.run_one(_spec(tmp, inputs, overrides), torch.device("cpu"), threads=1)
+    # dt 0.25 stopped at t = 0.5: three network evaluations; guidance differentiates all but the last.
+    assert result["nfe"] == 3 and result["forward_per_image"] == 3 and result["backward_per_image"] == backward
+    assert result["n_images"] == 4 and result["batch_size"] == 3 and result["networks"] == "DiracDenoiser"
+    assert result["peak_rss_mb"] >= result["start_rss_mb"] > 0 and np.isfinite(result["bench_psnr"])
+
+
+def test_methods_command_runs_each_method_in_a_subprocess_and_joins_quality(setup):  # noqa: F811
+    tmp, inputs = setup
+    spec = _spec(tmp, inputs)
+    pd.DataFrame({"metric": ["psnr", "lpips", "seconds"], "mean": [21.5, 0.3, 0.02], "n": [5, 5, 5]}).to_csv(tmp / "aggregate.csv", index=False)
+    settings = {"max_images": 2, "jobs": [{"dataset": "toy", "task": "inpaint", "method": "dirac-po", "settings": spec["settings"], "tuned_key": "po"}]}
+    args = ["methods", "--settings", json.dumps(settings), "--out", str(tmp / "bench" / "methods.csv")]
+    for name, path in {"operator": tmp / "operator.json", "measurements": tmp / "test.npz", "tuned": tmp / "chosen.yaml", "aggregate": tmp / "aggregate.csv", **inputs}.items():
+        args += ["--input", f"toy:inpaint:dirac-po:{name}={path}"]
+    bench_main(args)
+    table = pd.read_csv(tmp / "bench" / "methods.csv")
+    assert list(table.columns) == bench_methods.COLUMNS and len(table) == 1
+    row = table.iloc[0]
+    assert (row["method"], row["n_images"], row["nfe"], row["forward_per_image"]) == ("dirac-po", 2, 3, 3)
+    assert (row["psnr"], row["lpips"], row["quality_n"]) == (21.5, 0.3, 5)
+    assert (tmp / "bench" / "methods.provenance.json").is_file()
+
+
+def test_batching_command_compares_like_with_like(setup):  # noqa: F811
+    tmp, inputs = setup
+    np.save(tmp / "train.npy", (np.random.default_rng(0).random((6, 3, 16, 16)) * 255).astype(np.uint8))
+    sampler = {**VARIANT, "estimator": "look_back", "guidance": "error", "zeta": 0.5, "output": "iterate"}
+    settings = {"steps": 3, "batch_sizes": [1, 3], "loop_images": 2, "repeats": 1, "loss_batch_size": 4, "seed": 0,
+                "tasks": {"toy:inpaint": {"sampler": sampler, "loss": {"dt": 0.0, "clean_space_at_tau0": False}}}}
+    files = {"operator": tmp / "operator.json", "schedule": inputs["schedule"], "model": inputs["model-dt0"], "measurements": tmp / "test.npz", "train": tmp / "train.npy"}
+    out = tmp / "bench" / "batching.csv"
+    bench_main(["batching", "--settings", json.dumps(settings), "--out", str(out), *[a for k, v in files.items() for a in ("--input", f"toy:inpaint:{k}={v}")]])
+    table = pd.read_csv(out)
+    assert list(table.columns) == bench_batching.COLUMNS
+    samp = table[table["measure"] == "sampling"]
+    assert sorted(samp["batch_size"]) == [1, 1, 3] and set(samp["nfe"]) == {3}
+    assert samp[samp["implementation"] == "official_loop"]["difference"].iloc[0] < 1e-4
+    loss = table[table["measure"] == "loss_step"].set_index("implementation")
+    assert loss.loc["batched", "difference"] < 1e-4
+    ops = table[table["measure"] == "loss_operators"].set_index("implementation")
+    assert ops.loc["batched", "difference"] < 1e-5
+    np.testing.assert_allclose(table["images_per_s"], table["images"] / table["median_s"])

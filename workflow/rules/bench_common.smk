@@ -1,0 +1,124 @@
+# Helpers of workflow/rules/bench.smk (kept apart so rule files hold rules only).
+#
+# The cost table reruns each method with exactly the settings of its sampling job, built by the
+# same helpers (dirac_sample_settings, diffusion_settings, SCICO_SAMPLE).
+import shlex
+from types import SimpleNamespace
+
+
+def bench_config():
+    """The config's bench section, read only when a bench job is in the DAG."""
+    if "bench" not in config:
+        raise WorkflowError("config key bench is missing; the bench target needs it (copy the bench section of config.yaml)")
+    return config["bench"]
+
+
+def all_targets(wildcards):
+    """Every input of `rule all` (FINAL_TARGETS holds paths and input functions)."""
+    out = []
+    for item in FINAL_TARGETS:
+        value = item(wildcards) if callable(item) else item
+        out.extend([value] if isinstance(value, str) else value)
+    return out
+
+
+def _bench_input_id(*parts):
+    # Named inputs must be identifiers; the CLI key keeps the readable dataset:task:method:name form.
+    return "__".join(re.sub(r"[^0-9A-Za-z]", "_", p) for p in parts)
+
+
+def _bench_input_arg(key, path):
+    name = ":".join(key)
+    return f"--input {shlex.quote(f'{name}={path}')}"
+
+
+def bench_method_jobs():
+    """One entry per (dataset, task, method): the job for --settings and its named input files."""
+    jobs = []
+    for ds in DATASETS:
+        for task in TASKS:
+            for method in METHODS:
+                w = SimpleNamespace(dataset=ds, task=task)
+                tdir = f"results/{ds}/{task}"
+                files = {"operator": f"{tdir}/operator.json", "measurements": f"{tdir}/measurements/test.npz", "aggregate": f"{tdir}/{method}/metrics/aggregate.csv"}
+                tuned_key = None
+                if method in ("dirac-po", "dirac-do"):
+                    variant = method.split("-", 1)[1]
+                    w = SimpleNamespace(dataset=ds, task=task, variant=variant)
+                    job_settings = dirac_sample_settings(w)
+                    files["tuned"] = f"{tdir}/dirac/tuning/chosen.yaml"
+                    tuned_key = variant
+                    files["schedule"] = f"{tdir}/schedule/schedule.csv"
+                    dt = dirac_task(task)[variant]["model_dt"]
+                    files[f"model-dt{dt_name(dt)}"] = model_path(w, dt)
+                elif method in ("dps", "ddrm"):
+                    job_settings = diffusion_settings(method, "test")(w)
+                    files["tuned"] = f"{tdir}/{method}/tuning/chosen.yaml"
+                    files["prior"] = prior_weights(w)
+                else:
+                    job_settings = SCICO_SAMPLE[method]
+                    files["tuned"] = f"{tdir}/{method}/tuning/chosen.yaml"
+                job = {"dataset": ds, "task": task, "method": method, "settings": job_settings, "tuned_key": tuned_key}
+                jobs.append({"job": job, "files": {(ds, task, method, name): path for name, path in files.items()}})
+    return jobs
+
+
+def bench_method_inputs(wildcards):
+    return {_bench_input_id(*key): path for j in bench_method_jobs() for key, path in j["files"].items()}
+
+
+def bench_method_args(wildcards, input):
+    return " ".join(_bench_input_arg(key, input[_bench_input_id(*key)]) for j in bench_method_jobs() for key in j["files"])
+
+
+def bench_dirac_variant():
+    """Batching is measured on the Dirac-PO network (Dirac-DO's when only DO is configured)."""
+    if "dirac-po" in METHODS:
+        return "po"
+    if "dirac-do" in METHODS:
+        return "do"
+    raise WorkflowError("the bench target times Dirac sampling: add dirac-po or dirac-do to the config's methods")
+
+
+def bench_batching_files():
+    variant = bench_dirac_variant()
+    files = {}
+    for ds in DATASETS:
+        for task in TASKS:
+            w = SimpleNamespace(dataset=ds, task=task)
+            tdir = f"results/{ds}/{task}"
+            files[(ds, task, "operator")] = f"{tdir}/operator.json"
+            files[(ds, task, "schedule")] = f"{tdir}/schedule/schedule.csv"
+            files[(ds, task, "model")] = model_path(w, dirac_task(task)[variant]["model_dt"])
+            files[(ds, task, "measurements")] = f"{tdir}/measurements/test.npz"
+            files[(ds, task, "train")] = f"results/{ds}/data/train.npy"
+    return files
+
+
+def bench_batching_inputs(wildcards):
+    return {_bench_input_id(*key): path for key, path in bench_batching_files().items()}
+
+
+def bench_batching_args(wildcards, input):
+    return " ".join(_bench_input_arg(key, input[_bench_input_id(*key)]) for key in bench_batching_files())
+
+
+def bench_batching_settings(wildcards):
+    cfg = bench_config()
+    variant = bench_dirac_variant()
+    return {
+        "steps": cfg["sampling"]["steps"],
+        "batch_sizes": cfg["sampling"]["batch_sizes"],
+        "loop_images": cfg["sampling"]["loop_images"],
+        "repeats": cfg["repeats"],
+        "loss_batch_size": config["training"]["batch_size"],
+        "seed": config["seed"],
+        "tasks": {
+            f"{ds}:{task}": {
+                "sampler": dirac_task(task)[variant],
+                "loss": {"dt": float(dirac_task(task)[variant]["model_dt"]), **config["dirac"]["loss"]},
+            }
+            for ds in DATASETS
+            for task in TASKS
+        },
+    }
