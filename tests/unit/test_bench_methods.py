@@ -77,8 +77,8 @@ def test_batching_command_compares_like_with_like(setup):  # noqa: F811
     tmp, inputs = setup
     np.save(tmp / "train.npy", (np.random.default_rng(0).random((6, 3, 16, 16)) * 255).astype(np.uint8))
     sampler = {**VARIANT, "estimator": "look_back", "guidance": "error", "zeta": 0.5, "output": "iterate"}
-    settings = {"steps": 3, "batch_sizes": [1, 3], "loop_images": 2, "repeats": 1, "loss_batch_size": 4, "seed": 0,
-                "tasks": {"toy:inpaint": {"sampler": sampler, "loss": {"dt": 0.0, "clean_space_at_tau0": False}}}}
+    settings = {"steps": 3, "batch_sizes": [1, 3], "loop_images": 2, "repeats": 1, "seed": 0,
+                "tasks": {"toy:inpaint": {"sampler": sampler, "loss": {"dt": 0.0, "clean_space_at_tau0": False}, "loss_batch_size": 4}}}
     files = {"operator": tmp / "operator.json", "schedule": inputs["schedule"], "model": inputs["model-dt0"], "measurements": tmp / "test.npz", "train": tmp / "train.npy"}
     out = tmp / "bench" / "batching.csv"
     bench_main(["batching", "--settings", json.dumps(settings), "--out", str(out), *[a for k, v in files.items() for a in ("--input", f"toy:inpaint:{k}={v}")]])

@@ -111,12 +111,13 @@ def bench_batching_settings(wildcards):
         "batch_sizes": cfg["sampling"]["batch_sizes"],
         "loop_images": cfg["sampling"]["loop_images"],
         "repeats": cfg["repeats"],
-        "loss_batch_size": config["training"]["batch_size"],
         "seed": config["seed"],
         "tasks": {
             f"{ds}:{task}": {
                 "sampler": dirac_task(task)[variant],
                 "loss": {"dt": float(dirac_task(task)[variant]["model_dt"]), **config["dirac"]["loss"]},
+                # The batch the task's Dirac models train with (dirac.tasks.<task>.training may override it).
+                "loss_batch_size": {**config["training"], **dirac_task(task).get("training", {})}["batch_size"],
             }
             for ds in DATASETS
             for task in TASKS

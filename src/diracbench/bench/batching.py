@@ -31,7 +31,8 @@ from diracbench.operators import GeometricNoise, load_operator_spec
 from diracbench.seeding import image_generators, seed_from_string
 
 COLUMNS = ["dataset", "task", "measure", "implementation", "batch_size", "images", "steps", "nfe", "repeats", "median_s", "min_s", "images_per_s", "speedup_vs_loop", "difference", "difference_kind"]
-REQUIRED = ("steps", "batch_sizes", "loop_images", "repeats", "loss_batch_size", "seed", "tasks")
+REQUIRED = ("steps", "batch_sizes", "loop_images", "repeats", "seed", "tasks")
+TASK_REQUIRED = ("sampler", "loss", "loss_batch_size")
 
 
 def sampler_for_bench(po: dict, steps: int) -> SamplerSettings:
@@ -90,7 +91,7 @@ def bench_task(name: str, task: dict, files: dict[str, Path], s: dict, device: t
     def loss_rows() -> list[dict]:
         out = []
         images = load_split(files["train"])
-        b = int(s["loss_batch_size"])
+        b = int(task["loss_batch_size"])
         x0 = torch.from_numpy(to_unit_float(images[np.arange(b) % len(images)])).to(device)
         dt, clean = float(task["loss"]["dt"]), bool(task["loss"]["clean_space_at_tau0"])
         model.train()
@@ -151,6 +152,9 @@ def main_batching(settings: dict, inputs: dict[str, Path], out: Path, device: to
     machine = machine_info(device)
     rows = []
     for name, task in settings["tasks"].items():
+        lacking = [k for k in TASK_REQUIRED if k not in task]
+        if lacking:
+            raise UserError(f"bench batching: --settings tasks.{name} lacks {lacking}")
         files = {}
         for key in ("operator", "schedule", "model", "measurements", "train"):
             path = inputs.get(f"{name}:{key}")
