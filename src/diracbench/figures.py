@@ -214,9 +214,9 @@ def _sigma_1(inputs: dict) -> float:
     path = next(iter(inputs.get("operator", {}).values()), None)
     if path is None:
         raise UserError("needs --input operator=<operator.json> for the noise floor")
-    from diracbench.operators import load_operator_spec
+    from diracbench.io import read_json  # operator.json as data: no torch import for a figure
 
-    return float(load_operator_spec(path)["sigma_1"])
+    return float(read_json(path, "the 'measure' rule")["sigma_1"])
 
 
 def fig_lpips_nfe(inputs: dict, settings: dict, out_stem: Path) -> list[Path]:
@@ -262,9 +262,9 @@ def fig_schedules(inputs: dict, settings: dict, out_stem: Path) -> list[Path]:
         ax.plot(df["t"], df["value"], color="C0", lw=1.6, marker="o", markersize=2, label="learned (greedy LPIPS)")
         kind = None
         if task in operators:
-            from diracbench.operators import load_operator_spec
+            from diracbench.io import read_json
 
-            fam = load_operator_spec(operators[task])["family"]
+            fam = read_json(operators[task], "the 'measure' rule")["family"]
             kind = fam.get("kind")
             lin = fam.get("std_schedule") or fam.get("mask_std_schedule") or {}
             if lin.get("kind") == "linear":
@@ -308,7 +308,7 @@ def fig_samples(inputs: dict, settings: dict, out_stem: Path) -> list[Path]:
     if not chosen:
         raise UserError("samples: no test image is reconstructed by every method given")
     cols = ["y"] + list(recons) + ["x"]
-    fig, axes = plt.subplots(len(chosen), len(cols), figsize=(1.25 * len(cols), 1.3 * len(chosen) + 0.3), squeeze=False)
+    fig, axes = plt.subplots(len(chosen), len(cols), figsize=(1.25 * len(cols), 1.45 * len(chosen) + 0.3), squeeze=False)
     for r, name in enumerate(chosen):
         i = names.index(name)
         for c, col in enumerate(cols):
@@ -325,7 +325,7 @@ def fig_samples(inputs: dict, settings: dict, out_stem: Path) -> list[Path]:
             if r == 0:
                 ax.set_title({"y": "measurement y", "x": "ground truth"}.get(col, DISPLAY.get(col, col)), fontsize=7)
     fig.suptitle(f"{_title(settings)}: test samples (labels: PSNR / LPIPS)", fontsize=8)
-    fig.tight_layout(pad=0.3, rect=(0, 0, 1, 0.97))
+    fig.tight_layout(pad=0.3, h_pad=0.9, rect=(0, 0, 1, 0.97))
     return save(fig, out_stem)
 
 

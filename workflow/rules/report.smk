@@ -44,7 +44,9 @@ rule metrics:
         bench("metrics", "{dataset}_{task}_{method}")
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    # One thread: a metrics job is mostly start-up (torch, torchvision, backbone weights), so two
+    # of them side by side on two cores finish sooner than one with two threads.
+    threads: 1
     resources:
         mem_mb=6000,
         runtime=30,

@@ -78,18 +78,42 @@ _LPIPS_MODELS: dict[tuple[str, str], torch.nn.Module] = {}
 def _lpips_model(net: str, device: torch.device) -> torch.nn.Module:
     key = (net, str(device))
     if key not in _LPIPS_MODELS:
-        import lpips
-
-        backbone = load_backbone(net)
-        with warnings.catch_warnings():
-            # lpips passes torchvision's deprecated `pretrained=False`; weights are filled below.
-            warnings.simplefilter("ignore", UserWarning)
-            model = lpips.LPIPS(net=net, version="0.1", pnet_rand=True, verbose=False)
-        # lpips names the backbone convolutions slice<k>.<torchvision features index>.<param>.
-        fill_features(model.net, backbone, name_of=lambda n: n.split(".", 1)[1])
+        model = _build_lpips(net)
         model.eval().requires_grad_(False)
         _LPIPS_MODELS[key] = model.to(device)
     return _LPIPS_MODELS[key]
+
+
+def _build_lpips(net: str) -> torch.nn.Module:
+    """lpips.LPIPS with every tensor loaded from a file, none randomly initialised.
+
+    Constructing it normally makes torchvision initialise a whole random VGG16 (138M parameters,
+    ~2 s per job) only to overwrite its features; built on the meta device, nothing is
+    initialised, and every parameter and buffer is then filled explicitly — a gap is an error.
+    """
+    import lpips
+
+    backbone = load_backbone(net)
+    with warnings.catch_warnings(), torch.device("meta"):
+        # lpips passes torchvision's deprecated `pretrained=False`; weights are filled below.
+        warnings.simplefilter("ignore", UserWarning)
+        model = lpips.LPIPS(net=net, version="0.1", pnet_rand=True, verbose=False)
+    model = model.to_empty(device="cpu")
+    heads = Path(lpips.__file__).parent / "weights" / "v0.1" / f"{net}.pth"
+    head_state = torch.load(heads, map_location="cpu", weights_only=True)
+    model.load_state_dict(head_state, strict=False)
+    scaling = lpips.ScalingLayer()  # its two constant buffers (ImageNet-style shift and scale)
+    model.scaling_layer.load_state_dict(scaling.state_dict())
+    # lpips names the backbone convolutions slice<k>.<torchvision features index>.<param>.
+    fill_features(model.net, backbone, name_of=lambda n: n.split(".", 1)[1])
+    state = model.state_dict()
+    # Aliases (lpips keeps its heads both as lin<k> and lins.<k>) share storage with a filled name.
+    filled = {state[k].data_ptr() for k in head_state} | {state[f"scaling_layer.{k}"].data_ptr() for k in scaling.state_dict()}
+    filled |= {p.data_ptr() for p in model.net.parameters()}
+    missing = [k for k, v in state.items() if v.data_ptr() not in filled]
+    if missing:
+        raise RuntimeError(f"LPIPS tensors left unfilled: {sorted(missing)}")
+    return model
 
 
 class LPIPSMetric:

@@ -1,0 +1,76 @@
+"""The paper presets validate and plan the full DAG, with tiny fake dataset folders and checkpoints."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from smk import REPO, job_counts, planned_jobs, snakemake
+
+pytestmark = pytest.mark.workflow
+
+PRESETS = sorted((REPO / "workflow" / "presets").glob("*.yaml"))
+
+
+def fake_images(folder, n, size=260):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(np.full((size, size, 3), 10 * i % 255, np.uint8)).save(folder / f"{i:05d}.png")
+
+
+def lay_out_fake_inputs(preset: dict, workdir) -> None:
+    """Tiny folders in the layout each split's protocol expects, and empty checkpoint files."""
+    for ds in preset["datasets"].values():
+        for split in ("train", "val", "test"):
+            spec = ds["source"][split]
+            root = workdir / spec["root"]
+            if spec["protocol"] == "ffhq":
+                for sub in spec["subfolders"]:
+                    fake_images(root / sub, 3)
+            elif spec["protocol"] == "imagenet":
+                for cls in ("n01440764", "n01443537"):
+                    fake_images(root / cls, 2)
+            else:
+                fake_images(root, 10)
+    for entry in preset["prior"]["pretrained"].values():
+        (workdir / entry["path"]).parent.mkdir(parents=True, exist_ok=True)
+        (workdir / entry["path"]).write_bytes(b"")  # a dry run checks presence, not content
+
+
+@pytest.mark.parametrize("preset_path", PRESETS, ids=[p.stem for p in PRESETS])
+def test_preset_plans_the_full_dag_with_gpus_for_training(preset_path, tmp_path):
+    preset = yaml.safe_load(preset_path.read_text())
+    lay_out_fake_inputs(preset, tmp_path)
+    proc = snakemake("-n", config=preset_path, workdir=tmp_path, timeout=300)
+    out = proc.stdout + proc.stderr
+    counts = job_counts(out)
+    n_tasks = len(preset["tasks"])
+    models = sum(len(preset["dirac"]["tasks"][t]["look_aheads"]) for t in preset["tasks"])
+    assert counts.get("train_dirac") == models
+    assert "train_prior" not in counts  # the presets load the published priors
+    for rule in ("prepare_data", "measure", "schedule", "tune_dirac"):
+        assert counts.get(rule) == (1 if rule == "prepare_data" else n_tasks), (rule, counts)
+    assert counts.get("sample_dirac") == 2 * n_tasks
+    for method in ("dps", "ddrm", "pnp_admm", "admm_tv"):
+        assert counts.get(f"tune_{method}") == n_tasks and counts.get(f"sample_{method}") == n_tasks
+    assert counts.get("metrics") == n_tasks * (len(preset["methods"]) + 1)  # + the measurement row
+    assert counts.get("tables") == 1
+    # Training asks Slurm/Snakemake for a GPU: the dry run shows the resource on every such job.
+    blocks = re.split(r"\n(?=(?:local)?rule )", out)
+    train_blocks = [b for b in blocks if b.startswith("rule train_dirac:")]
+    assert train_blocks and all(re.search(r"resources:.*\bgpu=1\b", b) for b in train_blocks)
+    assert {r for r, _ in planned_jobs(out)} >= {"train_dirac", "sample_dps", "figure", "all"}
+
+
+def test_preset_without_its_checkpoint_fails_naming_it(tmp_path):
+    preset_path = REPO / "workflow" / "presets" / "paper-ffhq.yaml"
+    preset = yaml.safe_load(preset_path.read_text())
+    lay_out_fake_inputs(preset, tmp_path)
+    (tmp_path / preset["prior"]["pretrained"]["ffhq"]["path"]).unlink()
+    proc = snakemake("-n", config=preset_path, workdir=tmp_path, check=False, timeout=300)
+    assert proc.returncode != 0
+    assert "prior.pretrained.ffhq.path" in proc.stdout + proc.stderr
