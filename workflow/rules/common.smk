@@ -65,10 +65,12 @@ def code(*parts):
     # (cli, errors, progress bars, provenance records) is left out, so editing it reruns nothing.
     for part in ("__init__.py", "io.py") + parts:
         path = SRC / "diracbench" / part
+        # Relative to the working directory: Snakemake records the set of input paths, so absolute
+        # ones would rerun every job after the checkout moves (another mount on a cluster).
         if path.is_dir():
-            files.update(str(p) for p in path.rglob("*.py"))
+            files.update(os.path.relpath(p) for p in path.rglob("*.py"))
         elif path.is_file():
-            files.add(str(path))
+            files.add(os.path.relpath(path))
         else:
             raise WorkflowError(f"code dependency {path} does not exist")
     return sorted(files)

@@ -36,7 +36,8 @@ def schedule_file(wildcards):
     if cfg["kind"] != "from_file":
         return {}
     path = Path(cfg["file"])
-    return {"file": str(path if path.is_absolute() else Path(workflow.basedir) / path)}
+    # Relative to the working directory, like code(): a moved checkout must not rerun the jobs.
+    return {"file": path if path.is_absolute() else os.path.relpath(Path(workflow.basedir) / path)}
 
 
 def dirac_train_settings(wildcards):
