@@ -60,9 +60,10 @@ def test_methods_command_runs_each_method_in_a_subprocess_and_joins_quality(setu
     tmp, inputs = setup
     spec = _spec(tmp, inputs)
     pd.DataFrame({"metric": ["psnr", "lpips", "seconds"], "mean": [21.5, 0.3, 0.02], "n": [5, 5, 5]}).to_csv(tmp / "aggregate.csv", index=False)
+    pd.DataFrame({"name": ["a", "b"], "psnr": [20.0, 22.0], "lpips": [0.2, 0.4]}).to_csv(tmp / "per_image.csv", index=False)
     settings = {"max_images": 2, "jobs": [{"dataset": "toy", "task": "inpaint", "method": "dirac-po", "settings": spec["settings"], "tuned_key": "po"}]}
     args = ["methods", "--settings", json.dumps(settings), "--out", str(tmp / "bench" / "methods.csv")]
-    for name, path in {"operator": tmp / "operator.json", "measurements": tmp / "test.npz", "tuned": tmp / "chosen.yaml", "aggregate": tmp / "aggregate.csv", **inputs}.items():
+    for name, path in {"operator": tmp / "operator.json", "measurements": tmp / "test.npz", "tuned": tmp / "chosen.yaml", "aggregate": tmp / "aggregate.csv", "per_image": tmp / "per_image.csv", **inputs}.items():
         args += ["--input", f"toy:inpaint:dirac-po:{name}={path}"]
     bench_main(args)
     table = pd.read_csv(tmp / "bench" / "methods.csv")
@@ -70,7 +71,19 @@ def test_methods_command_runs_each_method_in_a_subprocess_and_joins_quality(setu
     row = table.iloc[0]
     assert (row["method"], row["n_images"], row["nfe"], row["forward_per_image"]) == ("dirac-po", 2, 3, 3)
     assert (row["psnr"], row["lpips"], row["quality_n"]) == (21.5, 0.3, 5)
+    assert (row["paired_psnr"], row["paired_lpips"], row["paired_n"]) == pytest.approx((21.0, 0.3, 2))  # one method: all its images
     assert (tmp / "bench" / "methods.provenance.json").is_file()
+
+
+def test_paired_quality_averages_over_the_images_every_method_scored(tmp_path):
+    full = pd.DataFrame({"name": [f"img{i}" for i in range(6)], "psnr": [20.0, 21, 22, 23, 24, 25], "lpips": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]})
+    full.to_csv(tmp_path / "full.csv", index=False)
+    full.iloc[[4, 1]].to_csv(tmp_path / "subset.csv", index=False)  # a DPS-like subset, in another order
+    paired = bench_methods.paired_quality({"dirac-po": tmp_path / "full.csv", "dps": tmp_path / "subset.csv"})
+    assert paired["dirac-po"] == pytest.approx({"paired_psnr": 22.5, "paired_lpips": 0.35, "paired_n": 2})
+    assert paired["dps"] == paired["dirac-po"]  # same images, same values
+    with pytest.raises(bench_methods.UserError, match="snakemake --cores all"):
+        bench_methods.paired_quality({"dps": tmp_path / "missing.csv"})
 
 
 def test_batching_command_compares_like_with_like(setup):  # noqa: F811

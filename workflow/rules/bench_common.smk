@@ -40,7 +40,8 @@ def bench_method_jobs():
             for method in METHODS:
                 w = SimpleNamespace(dataset=ds, task=task)
                 tdir = f"results/{ds}/{task}"
-                files = {"operator": f"{tdir}/operator.json", "measurements": f"{tdir}/measurements/test.npz", "aggregate": f"{tdir}/{method}/metrics/aggregate.csv"}
+                files = {"operator": f"{tdir}/operator.json", "measurements": f"{tdir}/measurements/test.npz", "aggregate": f"{tdir}/{method}/metrics/aggregate.csv",
+                         "per_image": f"{tdir}/{method}/metrics/per_image.csv"}
                 tuned_key = None
                 if method in ("dirac-po", "dirac-do"):
                     variant = method.split("-", 1)[1]

@@ -1,5 +1,6 @@
 """Cost at quality: every method's NFE, network passes, seconds per image and peak memory, next to
-the test PSNR/LPIPS the default run measured for it.
+the test PSNR/LPIPS the default run measured for it: over all the images the method scored, and
+over the images that every method of the task scored (DPS scores a subset), for fair comparisons.
 
 Each (dataset, task, method) runs in its own subprocess (`method-run`), so the peak resident set
 size (VmHWM) is that method's own and not the maximum of everything before it; on CUDA the peak
@@ -32,7 +33,8 @@ from diracbench.errors import UserError
 COLUMNS = [
     "dataset", "task", "method", "n_images", "batch_size", "nfe", "forward_per_image", "backward_per_image",
     "seconds_per_image", "wall_per_image", "peak_rss_mb", "start_rss_mb", "cuda_peak_mb", "bench_psnr",
-    "psnr", "lpips", "quality_n", "default_run_seconds_per_image", "networks", "device", "note",
+    "psnr", "lpips", "quality_n", "paired_psnr", "paired_lpips", "paired_n", "default_run_seconds_per_image",
+    "networks", "device", "note",
 ]
 JAX_METHODS = ("pnp-admm", "admm-tv")
 
@@ -115,6 +117,28 @@ def read_quality(path: Path) -> dict:
     }
 
 
+def paired_quality(per_image: dict[str, Path]) -> dict[str, dict]:
+    """Test PSNR/LPIPS of each method over the images that every method of the task scored.
+
+    DPS scores a subset of the test set (its cost); comparing its mean with other methods' means
+    over all images would compare different images. Keys of `per_image` are method names; images
+    are matched by name.
+    """
+    tables = {}
+    for method, path in per_image.items():
+        if not Path(path).is_file():
+            raise UserError(f"{path} does not exist; run the default pipeline (snakemake --cores all) before the bench")
+        tables[method] = pd.read_csv(path)
+    common = set.intersection(*(set(t["name"]) for t in tables.values())) if tables else set()
+    out = {}
+    for method, table in tables.items():
+        rows = table[table["name"].isin(common)]
+        out[method] = {"paired_psnr": float(rows["psnr"].mean()) if len(rows) else math.nan,
+                       "paired_lpips": float(rows["lpips"].mean()) if len(rows) else math.nan,
+                       "paired_n": len(rows)}
+    return out
+
+
 def run_all(jobs: list[dict], max_images: int | None, threads: int, device: str, workdir: Path) -> pd.DataFrame:
     """One subprocess per job, one after another; returns the cost table."""
     rows = []
@@ -134,12 +158,17 @@ def run_all(jobs: list[dict], max_images: int | None, threads: int, device: str,
         result.update(dataset=job["dataset"], task=job["task"], **read_quality(Path(job["aggregate"])))
         print(f"bench methods: {label}: {result['seconds_per_image']:.4f} s/image, nfe {result['nfe']:g}, peak RSS {result['peak_rss_mb']:.0f} MB", flush=True)
         rows.append(result)
+    for dataset, task in dict.fromkeys((job["dataset"], job["task"]) for job in jobs):
+        paired = paired_quality({job["method"]: Path(job["per_image"]) for job in jobs if (job["dataset"], job["task"]) == (dataset, task)})
+        for row in rows:
+            if (row["dataset"], row["task"]) == (dataset, task):
+                row.update(paired[row["method"]])
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def collect_jobs(settings: dict, inputs: dict[str, Path]) -> list[dict]:
     """Jobs from --settings {jobs: [{dataset, task, method, settings, tuned_key}]} and inputs
-    named `<dataset>:<task>:<method>:<name>` (operator, measurements, tuned, aggregate, and the
+    named `<dataset>:<task>:<method>:<name>` (operator, measurements, tuned, aggregate, per_image, and the
     method's own inputs such as prior or model-dt1)."""
     jobs = []
     for job in settings.get("jobs", []):
@@ -148,7 +177,7 @@ def collect_jobs(settings: dict, inputs: dict[str, Path]) -> list[dict]:
                 raise UserError(f"bench methods: a job in --settings lacks {key!r}")
         prefix = f"{job['dataset']}:{job['task']}:{job['method']}:"
         own = {k[len(prefix):]: v for k, v in inputs.items() if k.startswith(prefix)}
-        for name in ("operator", "measurements", "aggregate"):
+        for name in ("operator", "measurements", "aggregate", "per_image"):
             if name not in own:
                 raise UserError(f"bench methods: --input {prefix}{name}=PATH is missing")
         tuned = own.pop("tuned", None)
@@ -157,7 +186,7 @@ def collect_jobs(settings: dict, inputs: dict[str, Path]) -> list[dict]:
         jobs.append({
             "dataset": job["dataset"], "task": job["task"], "method": job["method"], "settings": job["settings"],
             "operator": str(own.pop("operator")), "measurements": str(own.pop("measurements")),
-            "aggregate": str(own.pop("aggregate")), "tuned": None if tuned is None else str(tuned),
+            "aggregate": str(own.pop("aggregate")), "per_image": str(own.pop("per_image")), "tuned": None if tuned is None else str(tuned),
             "inputs": {k: str(v) for k, v in own.items()},
         })
     if not jobs:
