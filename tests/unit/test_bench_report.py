@@ -10,7 +10,7 @@ from diracbench.bench import batching as bench_batching
 from diracbench.bench.__main__ import main as bench_main
 from diracbench.bench.machine import machine_info
 from diracbench.bench.pipeline import DRYRUN_COLUMNS, STAGE_COLUMNS
-from diracbench.bench.report import BEGIN, END, BenchTables, replace_block, summary_markdown
+from diracbench.bench.report import BEGIN, END, BenchTables, end_to_end, replace_block, summary_markdown
 from diracbench.errors import UserError
 from diracbench.provenance import write_provenance
 
@@ -132,3 +132,23 @@ def test_summary_marks_each_target_met_or_missed(bench_dir):
 def test_missing_csv_says_how_to_make_it(tmp_path):
     with pytest.raises(UserError, match="snakemake --cores all bench"):
         BenchTables.read(tmp_path)
+
+
+def test_end_to_end_falls_back_to_job_times_when_the_records_were_touched(bench_dir):
+    stages = pd.read_csv(bench_dir / "stages.csv")
+    touched = "2026-01-02T08:00:00+00:00"  # `snakemake --touch` gave every record the same time
+    stages["finished"] = touched
+    stages["started"] = [pd.Timestamp(touched) - pd.Timedelta(seconds=s) for s in stages["seconds"]]
+    stages.to_csv(bench_dir / "stages.csv", index=False)
+    write_provenance(bench_dir / "stages.csv", "bench_stages", {}, extra={"machine": {**machine_info(), "cores": 2}, "load_average_after": 0.5})
+    tables = BenchTables.read(bench_dir)
+    minutes, how = end_to_end(tables)
+    # Span 10 min, but 1780 CPU-seconds on 2 cores need at least 14.8 min: judged on the 15 min of job wall time.
+    assert minutes == pytest.approx(15.0) and "touched" in how
+    line = next(line for line in summary_markdown(tables, {**TARGETS, "end_to_end_min": 12}).splitlines() if line.startswith("| End-to-end"))
+    assert line.rstrip(" |").endswith("missed: 15 vs <= 12 (3 over)")
+
+
+def test_end_to_end_uses_the_span_of_untouched_records(bench_dir):
+    minutes, how = end_to_end(BenchTables.read(bench_dir))
+    assert minutes == pytest.approx(15.0) and how.startswith("span of the stage records 15 min")

@@ -198,14 +198,33 @@ def _lpips_verdict(po: float, dps: float) -> str:
     return "met" if po <= dps else f"missed: Dirac-PO worse by {_num(po - dps)}"
 
 
+def end_to_end(tables: BenchTables) -> tuple[float, str]:
+    """Minutes of the default run, and how they were obtained.
+
+    The span from the first job's start to the last job's end dates jobs by their benchmark files'
+    modification times. `snakemake --touch`, a copy without times or a checkout rewrites those;
+    then the span is shorter than the jobs' CPU time allows on this machine's cores, and the sum
+    of job wall times (an upper bound for any run with parallel jobs) is used instead.
+    """
+    if tables.stages.empty:
+        return math.nan, "no stage records"
+    span = run_span(tables.stages) / 60
+    total = float(tables.stages["seconds"].sum()) / 60
+    cores = tables.machines.get("stages", {}).get("cores")
+    cpu = float(tables.stages["cpu_time_s"].fillna(0).sum()) / 60
+    if cores and span < 0.9 * cpu / float(cores):
+        return total, (f"sum of job wall times {_num(total)} min (the records' span, {_num(span)} min, is shorter than their "
+                       f"{_num(cpu)} CPU-minutes allow on {cores} cores: the benchmark files were touched or copied after the run)")
+    return span, f"span of the stage records {_num(span)} min (sum of job wall times {_num(total)} min)"
+
+
 def targets_table(tables: BenchTables, targets: dict) -> str:
     missing = [k for k in TARGET_KEYS if k not in targets]
     if missing:
         raise UserError(f"bench targets lack {missing}; set them in the config's bench.targets")
     lines = ["| Target | Measured | Verdict |", "|---|---|---|"]
-    span_min = run_span(tables.stages) / 60
-    total_min = tables.stages["seconds"].sum() / 60 if len(tables.stages) else math.nan
-    lines.append(f"| End-to-end run of this configuration <= {_num(targets['end_to_end_min'])} min | span of the stage records {_num(span_min)} min (sum of job wall times {_num(total_min)} min) | {_verdict(span_min, targets['end_to_end_min'], False)} |")
+    minutes, how = end_to_end(tables)
+    lines.append(f"| End-to-end run of this configuration <= {_num(targets['end_to_end_min'])} min | {how} | {_verdict(minutes, targets['end_to_end_min'], False)} |")
     for r in dps_ratios(tables.methods):
         lines.append(f"| {r['dataset']}/{r['task']}: Dirac-PO >= {_num(targets['dps_over_dirac_po'])}x less time per image than DPS | {_num(r['ratio'])}x ({_num(r['dps_s'])} vs {_num(r['po_s'])} s) | {_verdict(r['ratio'], targets['dps_over_dirac_po'], True)} |")
         lines.append(f"| {r['dataset']}/{r['task']}: Dirac-PO LPIPS no worse than DPS | {_num(r['lpips_po'])} vs {_num(r['lpips_dps'])} on the {r['paired_n']} test images every method scored | {_lpips_verdict(r['lpips_po'], r['lpips_dps'])} |")
@@ -267,8 +286,7 @@ def summary_markdown(tables: BenchTables, targets: dict) -> str:
         "",
         f"`snakemake -n` on `all` with nothing to do: median {_num(dry)} s over {len(tables.dry_run)} runs.",
         "",
-        f"Per-stage wall times from results/benchmarks (span of the records {_num(run_span(tables.stages) / 60)} min, "
-        f"sum of job wall times {_num(tables.stages['seconds'].sum() / 60 if len(tables.stages) else math.nan)} min):",
+        f"Per-stage wall times from results/benchmarks; end to end: {end_to_end(tables)[1]}:",
         "",
         stages_table(tables.stages),
         "",
@@ -300,10 +318,8 @@ def readme_block(tables: BenchTables) -> str:
         a, b = r["loss_step"], r["loss_operators"]
         lines.append(f"- Training loss, {r['task']}, batch {a['batch']}: {_num(a['speedup'])}x faster than the per-sample loop "
                      f"with the network's forward and backward, {_num(b['speedup'])}x for the operators alone.")
-    span = run_span(tables.stages)
     lines.append(f"- `snakemake -n` with nothing to do: {_num(median_dry_run(tables.dry_run))} s. "
-                 f"Workflow run recorded in results/benchmarks: {_num(span / 60)} min from the first job's start to the last job's end "
-                 f"({_num(tables.stages['seconds'].sum() / 60 if len(tables.stages) else math.nan)} min of job wall time).")
+                 f"Workflow run recorded in results/benchmarks: {end_to_end(tables)[1]}.")
     lines.append("")
     lines.append("Full tables and the targets: `results/bench/summary.md` (`snakemake --cores all bench`).")
     return "\n".join(lines)
