@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from smk import REPO, snakemake
@@ -33,3 +35,13 @@ def test_second_run_has_nothing_to_do(tiny_run):
     root, config = tiny_run
     proc = snakemake("-n", workdir=root, config=config, snakefile=root / "Snakefile")
     assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]
+
+
+def test_a_moved_checkout_has_nothing_to_do(tiny_run, tmp_path):
+    """Moving the project (another mount point on a cluster, a renamed folder) must not rerun jobs:
+    Snakemake records the set of input paths, so none may be absolute."""
+    root, config = tiny_run
+    moved = tmp_path / "moved"
+    shutil.copytree(root, moved, symlinks=True)  # copy2 keeps modification times
+    proc = snakemake("-n", workdir=moved, config=moved / config.relative_to(root), snakefile=moved / "Snakefile")
+    assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:] + proc.stderr[-3000:]
