@@ -15,13 +15,7 @@ from diracbench.seeding import image_generators
 SCHEDULE = DDPMSchedule(1e-4, 2e-2, 1000)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These networks are tiny: one thread is faster than two and immune to oversubscription."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gaussian_eps(prior_std: float, schedule: DDPMSchedule):

@@ -24,13 +24,7 @@ SCHEDULE = DDPMSchedule(1e-4, 2e-2, 1000)
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These networks are tiny: one thread is faster than two and immune to oversubscription."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_schedule_matches_the_reference_values() -> None:
