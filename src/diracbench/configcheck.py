@@ -35,6 +35,10 @@ def validation_message(error) -> str:
         error = next(e for e in candidates if len(e.absolute_path) == depth)
     key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
     hint = error.schema.get("description") if isinstance(error.schema, dict) else None
+    if error.validator == "additionalProperties" and not error.absolute_path:
+        # Snakemake's --configfile takes several files: a target written after it is read as config.
+        hint = ("unknown top-level keys: if a target follows --configfile on the command line, Snakemake read it as "
+                "a config file; put targets before --configfile")
     line = f"config key {key}: {error.message}"
     return f"{line} ({hint})" if hint else line
 

@@ -56,3 +56,17 @@ def test_bad_config_fails_early_naming_the_key(tmp_path, name, mutate, key):
     message = next((line for line in out.splitlines() if "config key" in line or line.strip().startswith("- ")), "")
     assert key in message, out[-2000:]
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.workflow
+def test_a_target_after_configfile_is_explained(tmp_path):
+    """`--configfile` takes several files; a YAML target written after it is merged as config."""
+    target = tmp_path / "chosen.yaml"
+    target.write_text(yaml.safe_dump({"po": {"t_stop": 1.0}, "do": {"t_stop": 0.5}}))
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(DEFAULT))
+    proc = snakemake("-n", "--configfile", str(config), str(target), config=None, workdir=tmp_path, check=False, timeout=120)
+    assert proc.returncode != 0
+    message = next(line for line in (proc.stdout + proc.stderr).splitlines() if "config key" in line)
+    assert "'do', 'po'" in message and "put targets before --configfile" in message
+    assert not (tmp_path / "results").exists()
