@@ -37,7 +37,7 @@ def schedule_file(wildcards):
         return {}
     path = Path(cfg["file"])
     # Relative to the working directory, like code(): a moved checkout must not rerun the jobs.
-    return {"file": path if path.is_absolute() else os.path.relpath(Path(workflow.basedir) / path)}
+    return {"file": str(path) if path.is_absolute() else os.path.relpath(Path(workflow.basedir) / path)}
 
 
 def dirac_train_settings(wildcards):
