@@ -1,5 +1,7 @@
 # Dataset preparation and the shared noisy measurements.
 
+import diracbench.data_resources as data_sizing
+
 
 rule prepare_data:
     input:
@@ -16,10 +18,12 @@ rule prepare_data:
         bench("prepare_data", "{dataset}")
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    # Images stream to disk (bounded memory, a constant request); the walltime grows with the
+    # number of images, counted in the configured folders when the job has to run.
+    threads: lambda w: data_sizing.prepare_threads(config["datasets"][w.dataset])
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=data_sizing.PREPARE_MEM_MB,
+        runtime=lambda w, threads: data_sizing.prepare_runtime_min(config["datasets"][w.dataset], threads),
     shell:
         "python -m diracbench.data --settings {params.settings:q} --out-dir {params.out_dir} "
         "--threads {threads} > {log} 2>&1"
