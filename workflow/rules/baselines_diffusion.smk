@@ -19,6 +19,7 @@ rule train_prior:
         weights="results/{dataset}/prior/weights.pt",
         log_csv="results/{dataset}/prior/train_log.csv",
     params:
+        device=gpu_device,
         # Same network and budget as each Dirac model (config `training:`), only the loss differs.
         settings=settings(
             lambda w: {
@@ -43,7 +44,7 @@ rule train_prior:
     shell:
         "python -m diracbench.train --kind ddpm --settings {params.settings:q} --data {input.data} "
         "--weights {output.weights} --log-csv {output.log_csv} --state-root {params.state_root} "
-        "--time-budget-min {resources.runtime} --threads {threads} > {log} 2>&1"
+        "--time-budget-min {resources.runtime} --device {params.device} --threads {threads} > {log} 2>&1"
 
 
 rule tune_dps:
@@ -56,6 +57,7 @@ rule tune_dps:
         chosen="results/{dataset}/{task}/dps/tuning/chosen.yaml",
         grid="results/{dataset}/{task}/dps/tuning/grid.csv",
     params:
+        device=gpu_device,
         settings=settings(diffusion_settings("dps", "val")),
     log:
         log("tune_dps", "{dataset}_{task}"),
@@ -71,7 +73,7 @@ rule tune_dps:
     shell:
         "python -m diracbench.tune --method dps --settings {params.settings:q} --operator {input.operator} "
         "--measurements {input.measurements} --input prior={input.prior} "
-        "--out-chosen {output.chosen} --out-grid {output.grid} --threads {threads} > {log} 2>&1"
+        "--out-chosen {output.chosen} --out-grid {output.grid} --device {params.device} --threads {threads} > {log} 2>&1"
 
 
 rule sample_dps:
@@ -85,6 +87,7 @@ rule sample_dps:
         recon="results/{dataset}/{task}/dps/recon/test.npz",
         trajectory="results/{dataset}/{task}/dps/recon/trajectory.csv",
     params:
+        device=gpu_device,
         settings=settings(diffusion_settings("dps", "test")),
     log:
         log("sample_dps", "{dataset}_{task}"),
@@ -100,7 +103,7 @@ rule sample_dps:
     shell:
         "python -m diracbench.sample --method dps --settings {params.settings:q} --operator {input.operator} "
         "--measurements {input.measurements} --tuned {input.chosen} --input prior={input.prior} "
-        "--out {output.recon} --trajectory {output.trajectory} --threads {threads} > {log} 2>&1"
+        "--out {output.recon} --trajectory {output.trajectory} --device {params.device} --threads {threads} > {log} 2>&1"
 
 
 rule tune_ddrm:
@@ -113,6 +116,7 @@ rule tune_ddrm:
         chosen="results/{dataset}/{task}/ddrm/tuning/chosen.yaml",
         grid="results/{dataset}/{task}/ddrm/tuning/grid.csv",
     params:
+        device=gpu_device,
         settings=settings(diffusion_settings("ddrm", "val")),
     log:
         log("tune_ddrm", "{dataset}_{task}"),
@@ -128,7 +132,7 @@ rule tune_ddrm:
     shell:
         "python -m diracbench.tune --method ddrm --settings {params.settings:q} --operator {input.operator} "
         "--measurements {input.measurements} --input prior={input.prior} "
-        "--out-chosen {output.chosen} --out-grid {output.grid} --threads {threads} > {log} 2>&1"
+        "--out-chosen {output.chosen} --out-grid {output.grid} --device {params.device} --threads {threads} > {log} 2>&1"
 
 
 rule sample_ddrm:
@@ -142,6 +146,7 @@ rule sample_ddrm:
         recon="results/{dataset}/{task}/ddrm/recon/test.npz",
         trajectory="results/{dataset}/{task}/ddrm/recon/trajectory.csv",
     params:
+        device=gpu_device,
         settings=settings(diffusion_settings("ddrm", "test")),
     log:
         log("sample_ddrm", "{dataset}_{task}"),
@@ -157,7 +162,7 @@ rule sample_ddrm:
     shell:
         "python -m diracbench.sample --method ddrm --settings {params.settings:q} --operator {input.operator} "
         "--measurements {input.measurements} --tuned {input.chosen} --input prior={input.prior} "
-        "--out {output.recon} --trajectory {output.trajectory} --threads {threads} > {log} 2>&1"
+        "--out {output.recon} --trajectory {output.trajectory} --device {params.device} --threads {threads} > {log} 2>&1"
 
 
 FINAL_TARGETS.extend(

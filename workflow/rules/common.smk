@@ -76,6 +76,15 @@ def code(*parts):
     return sorted(files)
 
 
+def gpu_device(wildcards, threads):
+    """--device of the GPU rules: config `device` (auto, cuda or cpu).
+
+    An execution setting, not science. Snakemake leaves params functions that take `threads`
+    out of its params rerun trigger, so switching auto/cuda/cpu reruns no finished job.
+    """
+    return config["device"]
+
+
 def folder_of(key, kind="output"):
     """A params function giving the folder of a named input/output (keeps paths out of params)."""
     if kind == "output":

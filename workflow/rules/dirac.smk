@@ -57,6 +57,7 @@ rule train_dirac:
     wildcard_constraints:
         dt=r"[0-9]+(\.[0-9]+)?",
     params:
+        device=gpu_device,
         settings=settings(dirac_train_settings),
         state_root="results/{dataset}/{task}/models/.state",
     log:
@@ -74,7 +75,7 @@ rule train_dirac:
         "python -m diracbench.train --kind dirac --settings {params.settings:q} --data {input.data} "
         "--input operator={input.operator} --input schedule={input.schedule} "
         "--weights {output.weights} --log-csv {output.log_csv} --state-root {params.state_root} "
-        "--time-budget-min {resources.runtime} --threads {threads} > {log} 2>&1"
+        "--time-budget-min {resources.runtime} --device {params.device} --threads {threads} > {log} 2>&1"
 
 
 rule tune_dirac:
@@ -89,6 +90,7 @@ rule tune_dirac:
         grid="results/{dataset}/{task}/dirac/tuning/grid.csv",
         trajectory="results/{dataset}/{task}/dirac/tuning/trajectory.csv",
     params:
+        device=gpu_device,
         settings=settings(
             lambda w: {
                 "variants": {v: dirac_task(w.task)[v] for v in ("po", "do")},
@@ -115,7 +117,7 @@ rule tune_dirac:
         "python -m diracbench.tune --method dirac-po --settings {params.settings:q} "
         "--operator {input.operator} --measurements {input.measurements} {params.models} "
         "--input schedule={input.schedule} --out-chosen {output.chosen} --out-grid {output.grid} "
-        "--out-trajectory {output.trajectory} --threads {threads} > {log} 2>&1"
+        "--out-trajectory {output.trajectory} --device {params.device} --threads {threads} > {log} 2>&1"
 
 
 rule sample_dirac:
@@ -133,6 +135,7 @@ rule sample_dirac:
     wildcard_constraints:
         variant="po|do",
     params:
+        device=gpu_device,
         settings=settings(dirac_sample_settings),
         models=dirac_model_args,
     log:
@@ -150,7 +153,7 @@ rule sample_dirac:
         "python -m diracbench.sample --method dirac-{wildcards.variant} --settings {params.settings:q} "
         "--operator {input.operator} --measurements {input.measurements} --tuned {input.chosen}:{wildcards.variant} "
         "{params.models} --input schedule={input.schedule} --out {output.recon} --trajectory {output.trajectory} "
-        "--extra-out posterior_samples={output.posterior} --threads {threads} > {log} 2>&1"
+        "--extra-out posterior_samples={output.posterior} --device {params.device} --threads {threads} > {log} 2>&1"
 
 
 FINAL_TARGETS.extend(
