@@ -8,7 +8,10 @@ random weights: throughput does not depend on them), and for each combination of
 - sampling: Dirac reverse-process steps (one network evaluation and the incremental
   reconstruction each) under `torch.inference_mode`, images/s;
 and the peak GPU memory of each. Optionally `--compile` adds torch.compile'd variants. It prints a
-table (and writes it as CSV with --out). Nothing in the workflow or the tests depends on it.
+table (and writes it as CSV with --out). Then the training table of gpu_training.py: the presets'
+bf16 training at micro-batch 8 and 32 with and without activation checkpointing, DDP through
+torchrun on every visible GPU, beside the per-image activation and FLOP estimates made without a
+GPU (<out>_training.csv). Nothing in the workflow depends on it.
 
 Without CUDA it refuses (exit 1) — CPU numbers must never pass for GPU numbers — unless run as
 `--allow-cpu --tiny`, a smoke test of this code path on a tiny network whose table says so.
