@@ -7,7 +7,7 @@ import re
 import pytest
 import yaml
 
-from smk import REPO, planned_jobs, snakemake
+from smk import REPO, copy_workflow, planned_jobs, snakemake
 from test_presets import lay_out_fake_inputs
 
 pytestmark = pytest.mark.workflow
@@ -38,9 +38,17 @@ def test_the_ffhq_preset_runs_every_gpu_rule_with_device_cuda(tmp_path):
         assert not any("--device cuda" in c for c in commands[rule]), rule
 
 
-def test_switching_device_reruns_no_result(tiny_run):
-    root, config = tiny_run
-    proc = snakemake("-n", "--config", "device=cpu", workdir=root, config=config, snakefile=root / "Snakefile")
-    rules = {rule for rule, _ in planned_jobs(proc.stdout + proc.stderr)}
-    # Only the two provenance records that copy the whole configuration are rewritten.
-    assert rules <= {"folder_provenance", "all"}, proc.stdout[-3000:]
+def test_switching_device_reruns_no_finished_gpu_job(tmp_path):
+    """A finished GPU job (the tiny prior) stays finished when `device` changes; a science key reruns it."""
+    root = copy_workflow(tmp_path / "wf")
+    config = root / "tests" / "configs" / "tiny.yaml"
+    target = "results/photos/prior/weights.pt"
+
+    def run(*args: str) -> str:
+        proc = snakemake(target, *args, workdir=root, config=config, snakefile=root / "Snakefile")
+        return proc.stdout + proc.stderr
+
+    run("--cores", "2")
+    for device in ("cpu", "cuda"):
+        assert "Nothing to be done" in run("-n", "--config", f"device={device}"), device
+    assert {rule for rule, _ in planned_jobs(run("-n", "--config", "seed=1"))} >= {"train_prior"}  # the control
