@@ -391,18 +391,18 @@ def assign_shards(job: Job, cluster: dict) -> None:
     n_batches = max(1, job.batches)
     per_batch_h = job.hours / n_batches
     allowed_h = (limit - cluster["startup_min"]) / (60 * cluster["walltime_margin"])
+    if per_batch_h > allowed_h:
+        raise PlanError(f"{job.name}: one batch of {job.batch_size} images needs {walltime(per_batch_h, cluster):.0f} min, more than cluster.max_walltime_min {limit:.0f} allows even with one batch per shard; lower {batch_key(method)} or raise cluster.max_walltime_min")
     if setting is None:
         per = n_batches
     elif setting == "auto":
-        if per_batch_h > allowed_h:
-            raise PlanError(f"{job.name}: one batch of {job.batch_size} images needs {walltime(per_batch_h, cluster):.0f} min, more than cluster.max_walltime_min {limit:.0f} allows even with one batch per shard; lower {batch_key(method)} or raise cluster.max_walltime_min")
         per = max(1, min(n_batches, int(allowed_h // per_batch_h))) if per_batch_h > 0 else n_batches
     else:
         per = max(1, int(setting) // max(1, job.batch_size))
     job.shards = math.ceil(n_batches / per)
     job.walltime_min = walltime(per * per_batch_h, cluster)
     if job.walltime_min > limit:
-        fix = "set it to auto" if setting is None or setting != "auto" else f"lower {batch_key(method)}"
+        fix = "set it to auto or to fewer images"
         raise PlanError(f"{job.name}: a shard of {per} batches needs {job.walltime_min:.0f} min, more than cluster.max_walltime_min {limit:.0f}; cluster.shard_size.{method} is {setting!r}: {fix} or raise cluster.max_walltime_min")
 
 
