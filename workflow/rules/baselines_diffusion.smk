@@ -41,9 +41,9 @@ rule train_prior:
         runtime=240,
         gpu=1,
     shell:
-        "python -m diracbench.train --kind ddpm --settings {params.settings:q} --data {input.data} "
-        "--weights {output.weights} --log-csv {output.log_csv} --state-root {params.state_root} "
-        "--time-budget-min {resources.runtime} --threads {threads} > {log} 2>&1"
+        "python -m diracbench.train --kind ddpm --settings {params.settings:q} --data {input.data:q} "
+        "--weights {output.weights:q} --log-csv {output.log_csv:q} --state-root {params.state_root:q} "
+        "--time-budget-min {resources.runtime} --threads {threads} > {log:q} 2>&1"
 
 
 rule tune_dps:
@@ -69,9 +69,9 @@ rule tune_dps:
         runtime=120,
         gpu=1,
     shell:
-        "python -m diracbench.tune --method dps --settings {params.settings:q} --operator {input.operator} "
-        "--measurements {input.measurements} --input prior={input.prior} "
-        "--out-chosen {output.chosen} --out-grid {output.grid} --threads {threads} > {log} 2>&1"
+        "python -m diracbench.tune --method dps --settings {params.settings:q} --operator {input.operator:q} "
+        "--measurements {input.measurements:q} --input prior={input.prior:q} "
+        "--out-chosen {output.chosen:q} --out-grid {output.grid:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule sample_dps:
@@ -98,9 +98,9 @@ rule sample_dps:
         runtime=240,
         gpu=1,
     shell:
-        "python -m diracbench.sample --method dps --settings {params.settings:q} --operator {input.operator} "
-        "--measurements {input.measurements} --tuned {input.chosen} --input prior={input.prior} "
-        "--out {output.recon} --trajectory {output.trajectory} --threads {threads} > {log} 2>&1"
+        "python -m diracbench.sample --method dps --settings {params.settings:q} --operator {input.operator:q} "
+        "--measurements {input.measurements:q} --tuned {input.chosen:q} --input prior={input.prior:q} "
+        "--out {output.recon:q} --trajectory {output.trajectory:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule tune_ddrm:
@@ -126,9 +126,9 @@ rule tune_ddrm:
         runtime=60,
         gpu=1,
     shell:
-        "python -m diracbench.tune --method ddrm --settings {params.settings:q} --operator {input.operator} "
-        "--measurements {input.measurements} --input prior={input.prior} "
-        "--out-chosen {output.chosen} --out-grid {output.grid} --threads {threads} > {log} 2>&1"
+        "python -m diracbench.tune --method ddrm --settings {params.settings:q} --operator {input.operator:q} "
+        "--measurements {input.measurements:q} --input prior={input.prior:q} "
+        "--out-chosen {output.chosen:q} --out-grid {output.grid:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule sample_ddrm:
@@ -155,9 +155,9 @@ rule sample_ddrm:
         runtime=60,
         gpu=1,
     shell:
-        "python -m diracbench.sample --method ddrm --settings {params.settings:q} --operator {input.operator} "
-        "--measurements {input.measurements} --tuned {input.chosen} --input prior={input.prior} "
-        "--out {output.recon} --trajectory {output.trajectory} --threads {threads} > {log} 2>&1"
+        "python -m diracbench.sample --method ddrm --settings {params.settings:q} --operator {input.operator:q} "
+        "--measurements {input.measurements:q} --tuned {input.chosen:q} --input prior={input.prior:q} "
+        "--out {output.recon:q} --trajectory {output.trajectory:q} --threads {threads} > {log:q} 2>&1"
 
 
 FINAL_TARGETS.extend(

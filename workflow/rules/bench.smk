@@ -37,8 +37,8 @@ rule bench_methods:
         runtime=60,
         gpu=1,
     shell:
-        "python -m diracbench.bench methods --settings {params.settings:q} {params.inputs} --out {output.csv} "
-        "--threads {threads} > {log} 2>&1"
+        "python -m diracbench.bench methods --settings {params.settings:q} {params.inputs} --out {output.csv:q} "
+        "--threads {threads} > {log:q} 2>&1"
 
 
 rule bench_batching:
@@ -63,8 +63,8 @@ rule bench_batching:
         runtime=30,
         gpu=1,
     shell:
-        "python -m diracbench.bench batching --settings {params.settings:q} {params.inputs} --out {output.csv} "
-        "--threads {threads} > {log} 2>&1"
+        "python -m diracbench.bench batching --settings {params.settings:q} {params.inputs} --out {output.csv:q} "
+        "--threads {threads} > {log:q} 2>&1"
 
 
 rule bench_pipeline:
@@ -94,8 +94,8 @@ rule bench_pipeline:
     shell:
         "python -m diracbench.bench pipeline --settings {params.settings:q} --snakefile {params.snakefile:q} "
         "--snakemake-python {params.python:q} --workdir . --target all --repeats {params.repeats} "
-        "--benchmarks results/benchmarks --out-dry-run {output.dry_run} --out-stages {output.stages} "
-        "--threads {threads} > {log} 2>&1"
+        "--benchmarks results/benchmarks --out-dry-run {output.dry_run:q} --out-stages {output.stages:q} "
+        "--threads {threads} > {log:q} 2>&1"
 
 
 rule bench_summary:
@@ -121,8 +121,8 @@ rule bench_summary:
         mem_mb=1000,
         runtime=5,
     shell:
-        "python -m diracbench.bench summary --settings {params.settings:q} --bench-dir {params.bench_dir} "
-        "--out {output.md} --threads {threads} > {log} 2>&1"
+        "python -m diracbench.bench summary --settings {params.settings:q} --bench-dir {params.bench_dir:q} "
+        "--out {output.md:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule bench:

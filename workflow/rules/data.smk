@@ -21,8 +21,8 @@ rule prepare_data:
         mem_mb=4000,
         runtime=60,
     shell:
-        "python -m diracbench.data --settings {params.settings:q} --out-dir {params.out_dir} "
-        "--threads {threads} > {log} 2>&1"
+        "python -m diracbench.data --settings {params.settings:q} --out-dir {params.out_dir:q} "
+        "--threads {threads} > {log:q} 2>&1"
 
 
 rule measure:
@@ -60,8 +60,8 @@ rule measure:
         mem_mb=2000,
         runtime=30,
     shell:
-        "python -m diracbench.measure --settings {params.settings:q} --data-dir {params.data_dir} "
-        "--out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
+        "python -m diracbench.measure --settings {params.settings:q} --data-dir {params.data_dir:q} "
+        "--out-dir {params.out_dir:q} --threads {threads} > {log:q} 2>&1"
 
 
 FINAL_TARGETS.extend(
