@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from diracbench import cli
+from diracbench.contracts import check_chosen
 from diracbench.errors import UserError
 from diracbench.io import OutputSet, read_yaml
 from diracbench.methods import load_method
@@ -31,8 +32,8 @@ from diracbench.runtime import configure_threads, device_description, resolve_de
 from diracbench.train import parse_inputs
 
 
-def read_tuned(arg: str | None) -> dict:
-    """`FILE` or `FILE:KEY` (a sub-mapping, e.g. Dirac's `chosen.yaml:po`)."""
+def read_tuned(arg: str | None, declared: dict | None = None) -> dict:
+    """`FILE` or `FILE:KEY` (a sub-mapping, e.g. Dirac's `chosen.yaml:po`), checked against its grid."""
     if not arg:
         return {}
     path, _, key = arg.partition(":") if not Path(arg).is_file() else (arg, "", "")
@@ -43,6 +44,7 @@ def read_tuned(arg: str | None) -> dict:
         data = data[key]
     if not isinstance(data, dict):
         raise UserError(f"{path} must hold a mapping of chosen hyper-parameters; rerun the tuning rule")
+    check_chosen(Path(path), data, key or None, declared)
     return data
 
 
@@ -69,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise UserError(f"--extra-out {item!r}: expected NAME=PATH")
         extra_out[name] = Path(path)
     problem = load_problem(args.operator, args.measurements, args.split, device).subset(s.get("max_images"))
-    hparams = {**s.get("hparams", {}), **read_tuned(args.tuned)}
+    hparams = {**s.get("hparams", {}), **read_tuned(args.tuned, s.get("hparams", {}))}
     ctx = RunContext(device=device, threads=args.threads, seed=int(s.get("seed", 0)), inputs=parse_inputs(args.input))
     start = time.perf_counter()
     recon = method.reconstruct(problem, hparams, ctx)

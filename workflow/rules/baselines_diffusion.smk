@@ -80,7 +80,7 @@ rule sample_dps:
         operator="results/{dataset}/{task}/operator.json",
         measurements="results/{dataset}/{task}/measurements/test.npz",
         chosen=rules.tune_dps.output.chosen,
-        code=code("sample.py", "methods/dps.py", *PRIOR_CODE),
+        code=code("sample.py", "contracts.py", "methods/dps.py", *PRIOR_CODE),
     output:
         recon="results/{dataset}/{task}/dps/recon/test.npz",
         trajectory="results/{dataset}/{task}/dps/recon/trajectory.csv",
@@ -137,7 +137,7 @@ rule sample_ddrm:
         operator="results/{dataset}/{task}/operator.json",
         measurements="results/{dataset}/{task}/measurements/test.npz",
         chosen=rules.tune_ddrm.output.chosen,
-        code=code("sample.py", "methods/ddrm.py", *PRIOR_CODE),
+        code=code("sample.py", "contracts.py", "methods/ddrm.py", *PRIOR_CODE),
     output:
         recon="results/{dataset}/{task}/ddrm/recon/test.npz",
         trajectory="results/{dataset}/{task}/ddrm/recon/trajectory.csv",

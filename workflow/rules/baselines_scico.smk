@@ -60,7 +60,7 @@ rule sample_pnp_admm:
         operator="results/{dataset}/{task}/operator.json",
         measurements="results/{dataset}/{task}/measurements/test.npz",
         chosen=rules.tune_pnp_admm.output.chosen,
-        code=code("sample.py", "methods/pnp_admm.py", *SCICO_CODE),
+        code=code("sample.py", "contracts.py", "methods/pnp_admm.py", *SCICO_CODE),
     output:
         recon="results/{dataset}/{task}/pnp-admm/recon/test.npz",
         trajectory="results/{dataset}/{task}/pnp-admm/recon/trajectory.csv",
@@ -113,7 +113,7 @@ rule sample_admm_tv:
         operator="results/{dataset}/{task}/operator.json",
         measurements="results/{dataset}/{task}/measurements/test.npz",
         chosen=rules.tune_admm_tv.output.chosen,
-        code=code("sample.py", "methods/admm_tv.py", *SCICO_CODE),
+        code=code("sample.py", "contracts.py", "methods/admm_tv.py", *SCICO_CODE),
     output:
         recon="results/{dataset}/{task}/admm-tv/recon/test.npz",
         trajectory="results/{dataset}/{task}/admm-tv/recon/trajectory.csv",

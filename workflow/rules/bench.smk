@@ -19,7 +19,7 @@ include: "bench_common.smk"
 rule bench_methods:
     input:
         unpack(bench_method_inputs),
-        code=code("bench", "methods", "sample.py", "train.py", "dirac", "prior", "nn", "operators", "data", "scico_ops.py", "metrics/__init__.py", "metrics/perceptual.py", "metrics/backbones.py", "seeding.py", "runtime.py"),
+        code=code("bench", "methods", "sample.py", "contracts.py", "train.py", "dirac", "prior", "nn", "operators", "data", "scico_ops.py", "metrics/__init__.py", "metrics/perceptual.py", "metrics/backbones.py", "seeding.py", "runtime.py"),
     output:
         csv="results/bench/methods.csv",
     params:

@@ -126,7 +126,7 @@ rule sample_dirac:
         measurements="results/{dataset}/{task}/measurements/test.npz",
         schedule=rules.schedule.output.table,
         chosen=rules.tune_dirac.output.chosen,
-        code=code("sample.py", "train.py", *DIRAC_CODE),
+        code=code("sample.py", "contracts.py", "train.py", *DIRAC_CODE),
     output:
         recon="results/{dataset}/{task}/dirac-{variant}/recon/test.npz",
         trajectory="results/{dataset}/{task}/dirac-{variant}/recon/trajectory.csv",

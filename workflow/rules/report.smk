@@ -58,7 +58,7 @@ rule metrics:
 rule tables:
     input:
         aggregates=table_aggregates,
-        code=code("tables.py"),
+        code=code("tables.py", "contracts.py"),
     output:
         md="results/tables/{dataset}.md",
         tex="results/tables/{dataset}.tex",
@@ -91,7 +91,7 @@ rule tables:
 rule figure:
     input:
         unpack(lambda w: figure_inputs(FIGURE_OF[w.name], w.dataset, w.task)),
-        code=code("figures.py", "operators"),
+        code=code("figures.py", "contracts.py", "operators"),
     output:
         png=report(
             "results/figures/{dataset}_{task}_{name}.png",
@@ -126,7 +126,7 @@ rule figure:
 rule figure_schedules:
     input:
         unpack(lambda w: figure_inputs("schedules", w.dataset)),
-        code=code("figures.py", "operators"),
+        code=code("figures.py", "contracts.py", "operators"),
     output:
         png=report(
             "results/figures/{dataset}_fig7_schedules.png",
