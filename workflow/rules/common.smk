@@ -16,7 +16,11 @@ sys.path.insert(0, str(SRC))
 
 # (Doubled braces: Snakemake formats the prefix like every shell command.)
 # The checkout's path is quoted like every other path that reaches the shell.
-shell.prefix("export PYTHONPATH=" + shlex.quote(str(SRC)).replace("{", "{{").replace("}", "}}") + "${{PYTHONPATH:+:$PYTHONPATH}}; ")
+# `offline: true` (the SLURM profile sets it) keeps every job off the network: see metrics/backbones.py.
+shell.prefix(
+    "export PYTHONPATH=" + shlex.quote(str(SRC)).replace("{", "{{").replace("}", "}}") + "${{PYTHONPATH:+:$PYTHONPATH}}; "
+    + ("export DIRACBENCH_OFFLINE=1; " if config.get("offline", False) else "")
+)
 
 from diracbench.configcheck import check_config, validation_message
 from diracbench.errors import UserError
