@@ -35,7 +35,8 @@ def build_split(split: str, settings: dict, threads: int) -> tuple[np.ndarray, l
         stride = int(source["train_stride"]) if split == "train" else size
         return build_photo_split(split, list(source["splits"][split]), size, float(source["scale"]), stride, float(source["min_tile_std"]), limit, int(settings["seed"]))
     if source["kind"] == "folders":
-        return build_folder_split(split, source[split], f"datasets.{name}.source.{split}", size, threads)
+        # The source-level alpha policy applies to every split's images.
+        return build_folder_split(split, {"alpha": source.get("alpha", "refuse"), **source[split]}, f"datasets.{name}.source.{split}", size, threads)
     raise UserError(f"datasets.{name}.source.kind {source['kind']!r} is unknown; use 'photos' or 'folders'")
 
 

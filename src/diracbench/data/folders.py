@@ -83,7 +83,7 @@ def build_folder_split(split: str, spec: dict, key: str, size: int, threads: int
     pairs = list_split_files(spec, key)
 
     def load(pair: tuple[str, Path]) -> np.ndarray:
-        return centre_crop_resize(read_rgb(pair[1]), size, pair[1])
+        return centre_crop_resize(read_rgb(pair[1], spec.get("alpha", "refuse")), size, pair[1])
 
     out = np.empty((len(pairs), 3, size, size), dtype=np.uint8)
     rows = []
