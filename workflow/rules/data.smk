@@ -1,5 +1,32 @@
 # Dataset preparation and the shared noisy measurements.
 
+_SOURCE_FILES = {}
+
+
+def source_files(dataset):
+    """Folder datasets: {"source_files": digest of every split's files (names, sizes, mtimes)}.
+
+    Part of prepare_data's settings, so an image replaced, added or deleted reruns prepare_data
+    and what depends on it (see diracbench.data.sources for the DAG-time cost). The embedded
+    photos dataset has no folders: nothing is added, its settings stay as they were. The listing
+    also gives the training split's size, so a batch larger than it is refused here.
+    """
+    ds = config["datasets"][dataset]
+    if ds["source"]["kind"] != "folders":
+        return {}
+    if dataset not in _SOURCE_FILES:
+        from diracbench.configcheck import batch_size_problems
+        from diracbench.data.sources import source_digest
+
+        digest = source_digest(dataset, ds["source"])
+        train = digest["counts"]["train"]
+        problems = batch_size_problems(config, {dataset: train}) if train is not None else []
+        if problems:
+            raise WorkflowError("invalid configuration: " + problems[0])
+        _SOURCE_FILES[dataset] = {"source_files": digest}
+    return _SOURCE_FILES[dataset]
+
+
 
 rule prepare_data:
     input:
@@ -8,7 +35,7 @@ rule prepare_data:
         **{f"{split}": f"results/{{dataset}}/data/{split}.npy" for split in ("train", "val", "test")},
         **{f"{split}_manifest": f"results/{{dataset}}/data/{split}_manifest.csv" for split in ("train", "val", "test")},
     params:
-        settings=settings(lambda w: {"name": w.dataset, "seed": config["seed"], **config["datasets"][w.dataset]}),
+        settings=settings(lambda w: {"name": w.dataset, "seed": config["seed"], **config["datasets"][w.dataset], **source_files(w.dataset)}),
         out_dir=folder_of("val"),
     log:
         log("prepare_data", "{dataset}"),
