@@ -27,6 +27,23 @@ def source_files(dataset):
     return _SOURCE_FILES[dataset]
 
 
+def prior_training_list(dataset):
+    """The published prior's training-image list, checked against val/test by prepare_data.
+
+    Only when configured (nothing is added otherwise); its content hash is part of the settings,
+    so editing the list reruns the check.
+    """
+    entry = config["prior"]["pretrained"].get(dataset, {})
+    if "training_images" not in entry:
+        return {}
+    path = Path(entry["training_images"])
+    if not path.is_file():
+        raise WorkflowError(f"config key prior.pretrained.{dataset}.training_images: {path} does not exist; fix the path or remove the key")
+    import hashlib
+
+    return {"prior_training_images": str(path), "prior_training_images_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
 
 rule prepare_data:
     input:
@@ -35,7 +52,7 @@ rule prepare_data:
         **{f"{split}": f"results/{{dataset}}/data/{split}.npy" for split in ("train", "val", "test")},
         **{f"{split}_manifest": f"results/{{dataset}}/data/{split}_manifest.csv" for split in ("train", "val", "test")},
     params:
-        settings=settings(lambda w: {"name": w.dataset, "seed": config["seed"], **config["datasets"][w.dataset], **source_files(w.dataset)}),
+        settings=settings(lambda w: {"name": w.dataset, "seed": config["seed"], **config["datasets"][w.dataset], **source_files(w.dataset), **prior_training_list(w.dataset)}),
         out_dir=folder_of("val"),
     log:
         log("prepare_data", "{dataset}"),

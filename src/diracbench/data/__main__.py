@@ -18,6 +18,7 @@ import numpy as np
 from diracbench import cli
 from diracbench.data import SPLITS
 from diracbench.data.folders import build_folder_split
+from diracbench.data.overlap import check_overlap
 from diracbench.data.photos import build_photo_split, check_split_photos
 from diracbench.errors import UserError
 from diracbench.io import OutputSet
@@ -65,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     for split in args.splits:
         built[split] = build_split(split, settings, args.threads)
         print(f"{split}: {len(built[split][0])} images of {settings['image_size']}px", flush=True)
+    # Leakage between the splits (or into a published prior's training set) refuses the dataset.
+    check_overlap(built, settings, args.out_dir)
     with OutputSet() as out:
         for split, (pixels, rows) in built.items():
             with open(out.path(args.out_dir / f"{split}.npy"), "wb") as fh:
