@@ -106,14 +106,27 @@ def training_split_bound(name: str, ds: dict) -> int | None:
     src = ds["source"]
     if src["kind"] != "photos":
         return None
+    import importlib.util
+    from pathlib import Path
+
     from PIL import Image
 
-    from diracbench.data.photos import photo_files
+    from diracbench.data.photos import PHOTOS
 
     size, stride, scale = int(ds["image_size"]), int(src["train_stride"]), float(src["scale"])
     positions = 0
     for photo in src["splits"]["train"]:
-        for path in photo_files(photo):
+        if photo not in PHOTOS:
+            raise UserError(f"unknown photo {photo!r}")
+        package, files = PHOTOS[photo]
+        # Located, not imported (importing sklearn takes seconds): the DAG must stay fast.
+        spec = importlib.util.find_spec(package)
+        if spec is None or spec.origin is None:
+            raise UserError(f"package {package} is not installed")
+        folder = Path(spec.origin).parent / ("data" if package == "skimage" else "datasets/images")
+        for path in (folder / f for f in files):
+            if not path.is_file():
+                raise UserError(f"photo file {path} is missing")
             with Image.open(path) as img:  # reads the header only
                 w, h = img.size
             w, h = max(1, round(w * scale)), max(1, round(h * scale))
