@@ -16,6 +16,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 from smk import REPO, snakemake  # noqa: E402
 
+pytestmark = pytest.mark.workflow
+
 DEFAULT = yaml.safe_load((REPO / "config.yaml").read_text())
 
 

@@ -12,11 +12,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 from smk import TINY, copy_workflow, planned_jobs, snakemake  # noqa: E402
+
+pytestmark = pytest.mark.workflow
 
 TARGET = "results/folderset/deblur/measurements/test.npz"
 

@@ -11,10 +11,13 @@ import shlex
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 from smk import TINY, copy_workflow, snakemake  # noqa: E402
+
+pytestmark = pytest.mark.workflow
 
 HOSTILE = "$(touch PWNED) a b"
 
