@@ -58,8 +58,8 @@ def test_pretrained_prior_path_reaches_the_command_as_one_word(tmp_path):
     folder.mkdir()
     ckpt = folder / "prior weights.pt"
     ckpt.write_bytes(b"not a real checkpoint; the dry run never opens it")
-    cfg = _tiny(**{"prior.pretrained": {"photos": {"path": str(ckpt), "format": "adm-ffhq"}}, "datasets.photos.image_size": 256})
-    # 256 px tiles: the blur kernel must fit (odd, < 2 * size) and cover 6 sigma; keep tiny's.
+    # Published priors are 256 px models: full-scale photos so that 256 px training tiles exist.
+    cfg = _tiny(**{"prior.pretrained": {"photos": {"path": str(ckpt), "format": "adm-ffhq"}}, "datasets.photos.image_size": 256, "datasets.photos.source.scale": 1.0})
     config = tmp_path / "cfg.yaml"
     config.write_text(yaml.safe_dump(cfg))
     proc = snakemake("-n", "-p", "results/photos/deblur/ddrm/tuning/chosen.yaml", workdir=root, config=config, snakefile=root / "Snakefile", timeout=300)
