@@ -30,6 +30,9 @@ include: "workflow/rules/baselines_scico.smk"
 include: "workflow/rules/report.smk"
 
 
+include: "workflow/rules/science.smk"  # Tables 2-3 and the claims table (part of `all`)
+
+
 include: "workflow/rules/bench.smk"  # the `bench` target; not part of `all`
 
 

@@ -90,11 +90,12 @@ def _dirac_steps(config: dict):
     """Every Dirac sampler step must divide [0, 1] into whole steps (else tune_dirac fails after training)."""
     for task, spec in config.get("dirac", {}).get("tasks", {}).items():
         for variant in ("po", "do"):
-            dt = spec.get(variant, {}).get("dt")
-            if isinstance(dt, (int, float)) and dt > 0:
-                n = round(1.0 / dt)
-                if abs(n * dt - 1.0) > 1e-6:
-                    yield f"dirac.tasks.{task}.{variant}.dt {dt} does not divide 1 into whole steps; use e.g. {1.0 / max(n, 1):g} (1/dt must be a whole number)"
+            searched = (spec.get("search") or {}).get(variant, {}).get("dt", [])  # the tuning search space
+            for key, dt in [(f"{variant}.dt", spec.get(variant, {}).get("dt"))] + [(f"search.{variant}.dt", v) for v in searched]:
+                if isinstance(dt, (int, float)) and dt > 0:
+                    n = round(1.0 / dt)
+                    if abs(n * dt - 1.0) > 1e-6:
+                        yield f"dirac.tasks.{task}.{key} {dt} does not divide 1 into whole steps; use e.g. {1.0 / max(n, 1):g} (1/dt must be a whole number)"
 
 
 def training_split_bound(name: str, ds: dict) -> int | None:

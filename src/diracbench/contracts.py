@@ -2,7 +2,8 @@
 
 A stage that reads another stage's output trusts nothing it could check cheaply:
 - `chosen.yaml` (tuning rules): every value is the grid point that `grid.csv` beside it (written
-  by the same job, in the same atomic set) marks as chosen, or a value the config declares fixed;
+  by the same job, in the same atomic set) marks as chosen (Dirac: its t_stop is the chosen row's
+  `t`, and searched settings are `param_` columns), or a value the config declares fixed;
   informational keys (`nfe`, `selected_by`) are ignored; anything else is refused.
 - CSVs (metrics, trajectories, schedules): complete — a final newline and, on every line, as
   many fields as the header (a file cut mid-line is refused, not read with a NaN tail).
@@ -101,7 +102,8 @@ def check_chosen(chosen: str | Path, data: Mapping, key: str | None = None, decl
         if "variant" not in grid.columns:
             raise UserError(f"{grid_path} has no 'variant' column for the entry {key!r} of {chosen}; rerun {rule}")
         rows = grid[grid["variant"].astype(str) == key]
-        columns = {"t_stop": "t"}
+        # Dirac: t_stop is a step's t; a search space adds its param_ columns (dirac_tuning).
+        columns = {"t_stop": "t", **columns}
     picked = rows[rows["chosen"].astype(str).str.lower() == "true"]
     if len(picked) != 1:
         raise UserError(f"{grid_path} marks {len(picked)} chosen rows{f' for {key!r}' if key else ''} (expected 1); rerun {rule}")

@@ -85,7 +85,7 @@ rule tune_dirac:
         operator="results/{dataset}/{task}/operator.json",
         measurements="results/{dataset}/{task}/measurements/val.npz",
         schedule=rules.schedule.output.table,
-        code=code("tune.py", "train.py", *DIRAC_CODE),
+        code=code("tune.py", "train.py", "methods/dirac_tuning.py", *DIRAC_CODE),
     output:
         chosen="results/{dataset}/{task}/dirac/tuning/chosen.yaml",
         grid="results/{dataset}/{task}/dirac/tuning/grid.csv",
@@ -95,6 +95,7 @@ rule tune_dirac:
         settings=settings(
             lambda w: {
                 "variants": {v: dirac_task(w.task)[v] for v in ("po", "do")},
+                **dirac_search(w.task),
                 "tuning": {k: v for k, v in config["dirac"]["tuning"].items() if k != "max_images"},
                 "max_images": config["dirac"]["tuning"]["max_images"],
                 "batch_size": config["dirac"]["sampling"]["batch_size"],

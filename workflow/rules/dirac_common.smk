@@ -25,11 +25,20 @@ def model_path(wildcards, dt):
     return f"results/{wildcards.dataset}/{wildcards.task}/models/dirac-dt{dt_name(dt)}/weights.pt"
 
 
+def searched_model_dts(task, variant):
+    """The look-aheads a variant may use: its model_dt and those its search space lists."""
+    cfg = dirac_task(task)
+    return [cfg[variant]["model_dt"]] + list(cfg.get("search", {}).get(variant, {}).get("model_dt", []))
+
+
 for _task in TASKS if DIRAC_VARIANTS else []:
     _cfg = dirac_task(_task)
     for _v in ("po", "do"):
         if _cfg[_v]["model_dt"] not in _cfg["look_aheads"]:
             raise WorkflowError(f"config key dirac.tasks.{_task}.{_v}.model_dt {_cfg[_v]['model_dt']} is not among dirac.tasks.{_task}.look_aheads {_cfg['look_aheads']}")
+        for _dt in searched_model_dts(_task, _v)[1:]:
+            if _dt not in _cfg["look_aheads"]:
+                raise WorkflowError(f"config key dirac.tasks.{_task}.search.{_v}.model_dt lists {_dt}, which is not among dirac.tasks.{_task}.look_aheads {_cfg['look_aheads']}")
 
 
 def schedule_file(wildcards):
@@ -55,8 +64,7 @@ def dirac_train_settings(wildcards):
 
 
 def dirac_models(wildcards, variants=("po", "do")):
-    cfg = dirac_task(wildcards.task)
-    dts = sorted({float(cfg[v]["model_dt"]) for v in variants})
+    dts = sorted({float(dt) for v in variants for dt in searched_model_dts(wildcards.task, v)})
     return {f"model_dt{dt_name(dt).replace('.', '_')}": model_path(wildcards, dt) for dt in dts}
 
 
@@ -72,6 +80,13 @@ def dirac_model_args(wildcards, input):
 def dirac_variant_settings(task, variant):
     cfg = dirac_task(task)
     return {**cfg[variant], "variant": variant}
+
+
+def dirac_search(task):
+    """The tune_dirac settings entry of the task's search space (absent when there is none, so
+    that configs without one keep their params, and their jobs are not rerun)."""
+    search = dirac_task(task).get("search") or {}
+    return {"search": search} if search else {}
 
 
 def dirac_sample_settings(wildcards):

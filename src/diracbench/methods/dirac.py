@@ -12,6 +12,8 @@ sampler setting and picks t_stop per variant: DO at the peak of the mean PSNR of
 the best perceptual score (LPIPS for deblurring, FD-VGG for inpainting by default; FD-VGG, a
 Fréchet distance of VGG16 features, stands in for FID, whose Inception weights may be absent).
 A variant whose config gives a number for t_stop keeps it (e.g. to reproduce the paper's values).
+With a search space in the config (`dirac.tasks.<task>.search`), the same runs also choose the
+guidance scheme and zeta, the output, dt and the model's look-ahead (methods/dirac_tuning.py).
 
 Inputs (RunContext): `model-dt<dt>` (weights of the model trained with look-ahead dt, e.g.
 `model-dt1`) and `schedule` (schedule.csv of the task).
@@ -41,7 +43,6 @@ SAMPLER_KEYS = ("model_dt", "dt", "estimator", "delta", "guidance", "zeta", "gui
 RUN_KEYS = ("batch_size", "lpips_every", "lpips")
 POSTERIOR_KEYS = ("posterior_images", "posterior_samples", "posterior_t_stop")
 INFO_KEYS = ("nfe", "selected_by")  # written to chosen.yaml by `tune`, informational only
-OBJECTIVES = {"psnr": "max", "lpips": "min", "fd-vgg": "min"}
 
 
 def model_input_name(model_dt: float) -> str:
@@ -234,79 +235,7 @@ def _fd_vgg(run: _Run, x: torch.Tensor, feats, quantity: str) -> dict[int, float
 
 
 def tune(problem: Problem, settings: dict, ctx: RunContext) -> TuningResult:
-    _require(settings, ("variants", "tuning", "lpips", "batch_size"), "Dirac tuning settings")
-    tuning = settings["tuning"]
-    _require(tuning, ("po_metric", "do_metric", "lpips_every"), "dirac tuning settings")
-    every = int(tuning["lpips_every"])
-    if every < 1:
-        raise UserError("dirac tuning lpips_every must be at least 1 (PO is chosen among the steps that get a perceptual score)")
-    objectives = {"po": tuning["po_metric"], "do": tuning["do_metric"]}
-    for v, m in list(objectives.items()):
-        m = ("lpips" if problem.task == "deblur" else "fd-vgg") if m == "auto" else m
-        if m not in OBJECTIVES:
-            raise UserError(f"dirac tuning {v}_metric {m!r} is unknown; use auto or one of {sorted(OBJECTIVES)}")
-        objectives[v] = m
-    variants = {}
-    for v in VARIANTS:
-        hp = {**settings["variants"][v], "variant": v}
-        _require(hp, SAMPLER_KEYS + ("t_stop",), f"dirac variant {v}")
-        variants[v] = hp
-    # Variants with the same model and sampler share one run (the usual case without guidance).
-    groups: dict[str, list[str]] = {}
-    for v, hp in variants.items():
-        groups.setdefault(json.dumps({k: hp[k] for k in SAMPLER_KEYS}, sort_keys=True), []).append(v)
-    metric = _lpips(settings["lpips"], ctx.device)
-    feats = None
-    chosen, grids, trajs = {}, [], []
-    for key, members in groups.items():
-        hp = variants[members[0]]
-        full = SamplerSettings.from_dict({**hp, "t_stop": 0.0})
-        keep_iterate = hp["output"] == "iterate"
-        model, family, noise = _load(problem, ctx, hp["model_dt"])
-        seeds = problem.image_seeds("dirac", "tune", ctx.seed)
-        tic = time.perf_counter()
-        run = _run(model, family, noise, problem.y, problem.x, seeds, full, int(settings["batch_size"]), every, record=True, keep_iterate=keep_iterate)
-        print(f"dirac tuning run for {'+'.join(members)}: {full.steps} steps on {len(problem)} val images in {time.perf_counter() - tic:.1f}s", flush=True)
-        lp = _lpips_column(run, problem.x, metric)
-        traj = _trajectory(run, problem.names, lp)
-        quantity = "iterate" if keep_iterate else "x0_hat"
-        per_step = run.rows.assign(lpips=lp.to_numpy()).groupby("step").agg(t=("t", "first"), nfe=("nfe", "first"), psnr=("psnr", "mean"), lpips=("lpips", "mean"), dc=("dc", "mean"))
-        if keep_iterate:
-            per_step["psnr"] = run.rows.groupby("step")["psnr_iterate"].mean()
-            per_step["lpips"] = _lpips_column(run, problem.x, metric, "iterate").groupby(run.rows["step"]).mean()
-        if any(objectives[v] == "fd-vgg" for v in members):
-            if feats is None:
-                from diracbench.metrics.perceptual import VGGFeatures
+    """t_stop per variant, and whatever else the config's search space names (methods.dirac_tuning)."""
+    from diracbench.methods import dirac_tuning
 
-                feats = VGGFeatures(upsample_below=settings["lpips"]["upsample_below"], device=ctx.device)
-            per_step["fd-vgg"] = pd.Series(_fd_vgg(run, problem.x, feats, quantity))
-        per_step = per_step.reset_index()
-        for v in members:
-            hp_v = variants[v]
-            objective = objectives[v]
-            grid = per_step.copy()
-            grid.insert(0, "variant", v)
-            grid["quantity"] = quantity
-            grid["objective"] = objective
-            grid["chosen"] = False
-            if isinstance(hp_v["t_stop"], str):
-                if hp_v["t_stop"] != "tune":
-                    raise UserError(f"dirac variant {v} t_stop must be a number or 'tune' (got {hp_v['t_stop']!r})")
-                if objective not in grid or grid[objective].isna().all():
-                    raise UserError(f"dirac tuning could not score {objective} for variant {v}")
-                values = grid[objective].to_numpy(dtype=np.float64)
-                best = int(np.nanargmax(values) if OBJECTIVES[objective] == "max" else np.nanargmin(values))
-                t_stop = float(grid.loc[best, "t"])
-                selected = {"by": objective, "value": float(values[best]), "split": problem.split, "n_images": len(problem), "quantity": quantity}
-            else:
-                t_stop = float(hp_v["t_stop"])
-                best = int(np.argmin(np.abs(grid["t"].to_numpy() - t_stop)))
-                selected = {"by": "config", "value": None, "split": problem.split, "n_images": len(problem), "quantity": quantity}
-            grid.loc[best, "chosen"] = True
-            nfe = SamplerSettings.from_dict({**hp_v, "t_stop": t_stop}).nfe()
-            chosen[v] = {"t_stop": t_stop, "nfe": nfe, "selected_by": selected}
-            grids.append(grid)
-            trajs.append(traj.assign(variant=v))
-    grid = pd.concat(grids, ignore_index=True)
-    trajectory = pd.concat(trajs, ignore_index=True)
-    return TuningResult(chosen={v: chosen[v] for v in VARIANTS}, grid=grid, trajectory=trajectory)
+    return dirac_tuning.tune(problem, settings, ctx)
