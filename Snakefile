@@ -36,6 +36,9 @@ include: "workflow/rules/science.smk"  # Tables 2-3 and the claims table (part o
 include: "workflow/rules/bench.smk"  # the `bench` target; not part of `all`
 
 
+include: "workflow/rules/ablations.smk"  # the `ablations` target (Figs. 8-9); not part of `all`
+
+
 include: "workflow/rules/plan.smk"  # the `plan` target (and the walltime check); not part of `all`
 
 

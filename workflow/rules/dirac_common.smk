@@ -52,8 +52,10 @@ def schedule_file(wildcards):
 
 def dirac_train_settings(wildcards):
     dt = float(wildcards.dt)
-    if dt not in [float(v) for v in dirac_task(wildcards.task)["look_aheads"]]:
-        raise WorkflowError(f"no Dirac model with look-ahead {dt} is configured for {wildcards.task} (dirac.tasks.{wildcards.task}.look_aheads)")
+    # The ablations target (ablations.look_aheads) trains further models with the same recipe.
+    allowed = [float(v) for v in dirac_task(wildcards.task)["look_aheads"] + ABLATIONS["look_aheads"]]
+    if dt not in allowed:
+        raise WorkflowError(f"no Dirac model with look-ahead {dt} is configured for {wildcards.task} (dirac.tasks.{wildcards.task}.look_aheads or ablations.look_aheads)")
     training = {**config["training"], **dirac_task(wildcards.task).get("training", {}), "seed": config["seed"]}
     return {
         "network": training["network"],

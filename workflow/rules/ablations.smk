@@ -1,0 +1,155 @@
+# The `ablations` target: the paper's Figs. 8-9 on the val split. Not part of `all`.
+#
+# results/<ds>/<task>/ablations/guidance/{chosen.yaml,grid.csv,trajectory.csv}  (ablation_guidance)
+# results/<ds>/<task>/ablations/lookahead/{scores.csv,samples.npz}               (ablation_lookahead)
+# results/figures/<ds>_<task>_fig8_guidance.{png,pdf}, <ds>_<task>_fig9_lookahead.{png,pdf}
+#
+# Reuses the default's Dirac models and tuning: a Δt the default trains is not trained again, and
+# Fig. 9 samples every Δt model with the default's chosen.yaml (only the model changes). Each
+# additional Δt trains one more model per task with the same recipe (train_dirac).
+
+ABLATION_DEFAULTS = {"look_aheads": [0.0, 0.25, 0.5, 1.0], "zeta": [0.2, 0.5, 1.0], "max_images": 16, "images": 2}
+ABLATIONS = {**ABLATION_DEFAULTS, **config.get("ablations", {})}
+
+
+def ablation_models(wildcards):
+    return {f"model_dt{dt_name(dt).replace('.', '_')}": model_path(wildcards, dt) for dt in sorted({float(d) for d in ABLATIONS["look_aheads"]})}
+
+
+def ablation_guidance_settings(wildcards):
+    zetas = [float(z) for z in ABLATIONS["zeta"]]
+    return {
+        "variants": {v: dirac_task(wildcards.task)[v] for v in ("po", "do")},
+        "search": {"po": {"guidance": {"none": [0], "std": zetas, "error": zetas}}},
+        "tuning": {"po_metric": "lpips", "do_metric": "psnr", "lpips_every": config["dirac"]["tuning"]["lpips_every"]},
+        "max_images": ABLATIONS["max_images"],
+        "batch_size": config["dirac"]["sampling"]["batch_size"],
+        "lpips": lpips_settings(),
+        "seed": config["seed"],
+    }
+
+
+def ablation_lookahead_settings(wildcards):
+    return {
+        "variants": {v: dirac_task(wildcards.task)[v] for v in ("po", "do")},
+        "look_aheads": sorted({float(d) for d in ABLATIONS["look_aheads"]}),
+        "max_images": ABLATIONS["max_images"],
+        "images": ABLATIONS["images"],
+        "batch_size": config["dirac"]["sampling"]["batch_size"],
+        "lpips": lpips_settings(),
+        "seed": config["seed"],
+    }
+
+
+rule ablation_guidance:
+    input:
+        unpack(dirac_models),
+        operator="results/{dataset}/{task}/operator.json",
+        measurements="results/{dataset}/{task}/measurements/val.npz",
+        schedule=rules.schedule.output.table,
+        code=code("tune.py", "train.py", "methods/dirac_tuning.py", *DIRAC_CODE),
+    output:
+        chosen="results/{dataset}/{task}/ablations/guidance/chosen.yaml",
+        grid="results/{dataset}/{task}/ablations/guidance/grid.csv",
+        trajectory="results/{dataset}/{task}/ablations/guidance/trajectory.csv",
+    params:
+        device=gpu_device,
+        settings=settings(ablation_guidance_settings),
+        models=dirac_model_args,
+    log:
+        log("ablation_guidance", "{dataset}_{task}"),
+    benchmark:
+        bench("ablation_guidance", "{dataset}_{task}")
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=6000,
+        runtime=120,
+        gpu=1,
+    shell:
+        "python -m diracbench.tune --method dirac-po --settings {params.settings:q} "
+        "--operator {input.operator:q} --measurements {input.measurements:q} {params.models} "
+        "--input schedule={input.schedule:q} --out-chosen {output.chosen:q} --out-grid {output.grid:q} "
+        "--out-trajectory {output.trajectory:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
+
+
+rule ablation_lookahead:
+    input:
+        unpack(ablation_models),
+        operator="results/{dataset}/{task}/operator.json",
+        measurements="results/{dataset}/{task}/measurements/val.npz",
+        schedule=rules.schedule.output.table,
+        chosen=rules.tune_dirac.output.chosen,
+        code=code("ablations.py", "contracts.py", "train.py", *DIRAC_CODE),
+    output:
+        scores="results/{dataset}/{task}/ablations/lookahead/scores.csv",
+        samples="results/{dataset}/{task}/ablations/lookahead/samples.npz",
+    params:
+        device=gpu_device,
+        settings=settings(ablation_lookahead_settings),
+        models=dirac_model_args,
+    log:
+        log("ablation_lookahead", "{dataset}_{task}"),
+    benchmark:
+        bench("ablation_lookahead", "{dataset}_{task}")
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=6000,
+        runtime=120,
+        gpu=1,
+    shell:
+        "python -m diracbench.ablations lookahead --settings {params.settings:q} --operator {input.operator:q} "
+        "--measurements {input.measurements:q} --chosen {input.chosen:q} {params.models} --input schedule={input.schedule:q} "
+        "--out-scores {output.scores:q} --out-samples {output.samples:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
+
+
+rule figure_ablation_guidance:
+    input:
+        grid=rules.ablation_guidance.output.grid,
+        code=code("ablations.py", "contracts.py"),
+    output:
+        png="results/figures/{dataset}_{task}_fig8_guidance.png",
+        pdf="results/figures/{dataset}_{task}_fig8_guidance.pdf",
+    params:
+        title="{dataset} {task}: guidance step size (val, PO)",
+        out_stem=lambda w, output: os.path.splitext(output.png)[0],
+    log:
+        log("figure_ablation", "{dataset}_{task}_fig8"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        "python -m diracbench.ablations figure-guidance --grid {input.grid:q} --title {params.title:q} "
+        "--out-stem {params.out_stem:q} > {log:q} 2>&1"
+
+
+rule figure_ablation_lookahead:
+    input:
+        scores=rules.ablation_lookahead.output.scores,
+        samples=rules.ablation_lookahead.output.samples,
+        code=code("ablations.py", "contracts.py"),
+    output:
+        png="results/figures/{dataset}_{task}_fig9_lookahead.png",
+        pdf="results/figures/{dataset}_{task}_fig9_lookahead.pdf",
+    params:
+        title="{dataset} {task}: loss look-ahead Δt (val, the default's tuned sampler)",
+        out_stem=lambda w, output: os.path.splitext(output.png)[0],
+    log:
+        log("figure_ablation", "{dataset}_{task}_fig9"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        "python -m diracbench.ablations figure-lookahead --scores {input.scores:q} --samples {input.samples:q} "
+        "--title {params.title:q} --out-stem {params.out_stem:q} > {log:q} 2>&1"
+
+
+rule ablations:
+    input:
+        expand(rules.figure_ablation_guidance.output.png, dataset=DATASETS, task=TASKS) if DIRAC_VARIANTS else [],
+        expand(rules.figure_ablation_lookahead.output.png, dataset=DATASETS, task=TASKS) if DIRAC_VARIANTS else [],
