@@ -25,7 +25,7 @@ from diracbench.operators import GeometricNoise, family_from_config, operator_sp
 
 NET = {"model_channels": 8, "channel_mult": [1, 2], "num_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
 BASE = {"model_dt": 1.0, "dt": 0.25, "t_stop": "tune", "estimator": "look_ahead", "delta": None, "guidance": "none", "zeta": 0.0, "guidance_sign": "descent", "output": "x0_hat"}
-LPIPS = {"net": "vgg", "upsample_below": 64}
+LPIPS = {"net": "vgg", "upsample_below": 16}  # 16 px tiles as they are: a quarter of the VGG cost
 SEARCH = {
     "po": {"model_dt": [0.0, 1.0], "dt": [0.25, 0.5], "guidance": {"none": [0], "std": [0.5], "error": [1.0]}, "output": ["x0_hat", "iterate"]},
     "do": {"model_dt": [0.0, 1.0], "dt": [0.25, 0.5]},
@@ -173,6 +173,17 @@ def test_fixed_t_stop_with_a_search_compares_candidates_at_that_step(setup, lpip
     at = do[np.isclose(do["t"], 0.5)]
     assert len(at) == 2 and res.chosen["do"]["t_stop"] == 0.5
     assert res.chosen["do"]["model_dt"] == at.loc[at["psnr"].idxmax(), "param_model_dt"]
+
+
+def test_search_choices_are_the_samplers_and_the_module_is_torch_free():
+    import subprocess
+    import sys
+
+    from diracbench.dirac import sampler
+
+    assert (dirac_tuning.ESTIMATORS, dirac_tuning.GUIDANCE, dirac_tuning.OUTPUTS) == (sampler.ESTIMATORS, sampler.GUIDANCE, sampler.OUTPUTS)
+    code = "import sys, diracbench.methods.dirac_tuning as t; t.candidates({'guidance': 'none'}, {}); assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_bad_search_spaces_are_one_line_errors(setup):

@@ -25,15 +25,21 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from diracbench.dirac.sampler import ESTIMATORS, GUIDANCE, OUTPUTS, SamplerSettings
 from diracbench.errors import UserError
-from diracbench.methods.base import Problem, RunContext, TuningResult
+
+if TYPE_CHECKING:  # torch-free at import: the resource planner expands search spaces too
+    from diracbench.methods.base import Problem, RunContext, TuningResult
 
 VARIANTS = ("po", "do")
+# The sampler's choices (dirac.sampler ESTIMATORS, GUIDANCE, OUTPUTS; a unit test keeps them equal).
+ESTIMATORS = ("look_ahead", "small_look_ahead", "look_back")
+GUIDANCE = ("none", "std", "error")
+OUTPUTS = ("x0_hat", "iterate")
 OBJECTIVES = {"psnr": "max", "lpips": "min", "fd-vgg": "min"}
 # Search-space keys in the order of grid.csv's param_ columns (guidance brings zeta with it).
 SEARCH_KEYS = ("model_dt", "dt", "estimator", "guidance", "output")
@@ -123,9 +129,11 @@ def _objectives(problem: Problem, tuning: dict) -> dict[str, str]:
     return objectives
 
 
-def tune(problem: Problem, settings: dict, ctx: RunContext) -> TuningResult:
+def tune(problem: "Problem", settings: dict, ctx: "RunContext") -> "TuningResult":
     # The run machinery lives with the method; imported here to keep the import graph one-way.
+    from diracbench.dirac.sampler import SamplerSettings
     from diracbench.methods import dirac as m
+    from diracbench.methods.base import TuningResult
 
     m._require(settings, ("variants", "tuning", "lpips", "batch_size"), "Dirac tuning settings")
     tuning = settings["tuning"]

@@ -255,11 +255,12 @@ def _task_jobs(config: dict, counter: Counter, cluster: dict, ds: str, task: str
         for dt in tcfg["look_aheads"]:
             jobs.append(_train_job(config, counter, "train_dirac", ds, task, f"dt{float(dt):g}", spec, training))
         n_val = _capped(sizes["val"], dcfg["tuning"]["max_images"])
-        groups = {}
+        from diracbench.methods.dirac_tuning import candidates, run_key
+
+        groups = {}  # one full reverse run per distinct sampler setting of the search (t_stop, output read off it)
         for v in ("po", "do"):
-            hp = tcfg[v]
-            key = tuple(sorted((k, str(hp[k])) for k in ("model_dt", "dt", "estimator", "delta", "guidance", "zeta", "guidance_sign", "output")))
-            groups.setdefault(key, hp)
+            for hp in candidates(tcfg[v], (tcfg.get("search") or {}).get(v, {})):
+                groups.setdefault(run_key(hp), hp)
         evals = sum(n_val * dirac_nfe(hp["dt"], 0.0) for hp in groups.values())
         guided = any(hp["guidance"] != "none" for hp in groups.values())
         jobs.append(_sampling_job(config, counter, "tune_dirac", ds, task, "", spec, evals, 1, guided, int(dcfg["sampling"]["batch_size"]), f"{len(groups)} full reverse run(s) of {n_val} val images"))
