@@ -277,12 +277,12 @@ def sampling_values(settings: dict, inputs: dict[str, Path]) -> list[dict]:
 
                 entry = chosen[v]
                 check_chosen(Path(path), entry, v, {**spec[v], "variant": v})
+                # Chosen on val: t_stop when the config says 'tune', and what this variant searched.
+                searched = set((spec.get("search") or {}).get(v, {}))
+                tuned_keys = searched | ({"zeta"} if "guidance" in searched else set()) | ({"t_stop"} if spec[v]["t_stop"] == "tune" else set())
                 for k, val in entry.items():
-                    if k in ("nfe", "selected_by"):
-                        continue
-                    if k != "t_stop" or spec[v]["t_stop"] == "tune":
-                        tuned_keys.add(k)
-                    hp[k] = val
+                    if k not in ("nfe", "selected_by"):
+                        hp[k] = val
                 hp["nfe"] = entry["nfe"]
                 sel = entry.get("selected_by") or {}
                 hp["selected_by"] = "config" if sel.get("by") == "config" else f"{sel.get('by')} ({sel.get('n_images')} {sel.get('split', 'val')} images)"

@@ -30,9 +30,9 @@ def test_tiny_run_has_tables_2_3_and_claims_that_regenerate_byte_identically(tin
     # The tiny inpainting search reaches Table 3: its PO values were chosen on val (†).
     t3 = pd.read_csv(tables / "photos_table3_sampling.csv")
     po = t3[(t3.task == "inpaint") & (t3.variant == "po")].set_index("setting")
-    assert po.loc["model_dt", "source"] == "val" and po.loc["guidance", "source"] == "val" and po.loc["output", "source"] == "val"
+    assert po.loc["model_dt", "source"] == "val" and po.loc["guidance", "source"] == "val" and po.loc["output", "source"] == "config"
     chosen = yaml.safe_load((root / "results/photos/inpaint/dirac/tuning/chosen.yaml").read_text())
-    assert {"model_dt", "guidance", "zeta", "output"} <= set(chosen["po"]) and "dt" in chosen["do"]
+    assert {"model_dt", "guidance", "zeta"} <= set(chosen["po"]) and "dt" in chosen["do"]
     t2 = pd.read_csv(tables / "photos_table2_networks.csv")
     assert not t2.parameters.str.contains("not run").any()  # every model of the run was trained
     claims = pd.read_csv(tables / "photos_claims.csv", dtype=str, keep_default_na=False)

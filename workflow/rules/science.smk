@@ -34,6 +34,14 @@ def named_input_args(names_paths):
     return " ".join(f"--input {k}={shlex.quote(str(v))}" for k, v in names_paths.items())
 
 
+def hparams_input_args(wildcards):
+    return named_input_args(hparams_inputs(config, wildcards.dataset))
+
+
+def claims_input_args(wildcards, input):
+    return named_input_args({k: input[k] for k in input.keys() if k != "code"})
+
+
 rule tables_hparams:
     input:
         files=lambda w: list(hparams_inputs(config, w.dataset).values()),
@@ -57,7 +65,7 @@ rule tables_hparams:
         ),
     params:
         settings=settings(lambda w: hparams_settings(config, w.dataset)),
-        inputs=lambda w: named_input_args(hparams_inputs(config, w.dataset)),
+        inputs=hparams_input_args,
         out_stem="results/tables/{dataset}",
     log:
         log("tables_hparams", "{dataset}"),
@@ -90,7 +98,7 @@ rule claims:
         ),
     params:
         settings=settings(lambda w: {"dataset": w.dataset, "tasks": TASKS, "sigma_1": config["noise"]["sigma_max"]}),
-        inputs=lambda w, input: named_input_args({k: input[k] for k in input.keys() if k != "code"}),
+        inputs=claims_input_args,
         out_stem="results/tables/{dataset}_claims",
     log:
         log("claims", "{dataset}"),
