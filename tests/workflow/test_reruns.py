@@ -12,8 +12,8 @@ from smk import planned_jobs, snakemake
 pytestmark = pytest.mark.workflow
 
 TASKS = ("deblur", "inpaint")
-# What depends on DPS: its own tuning and sampling, its metrics, the table, the figures that
-# show DPS, their provenance records, and the default target.
+# What depends on DPS: its own tuning and sampling, its metrics, the table, the claims table, the
+# figures that show DPS, their provenance records, and the default target.
 DPS_FIGURES = {"fig4_data_consistency", "fig4_lpips_vs_nfe", "samples"}
 
 
@@ -26,6 +26,7 @@ def expected_dps_jobs() -> Counter:
         for name in DPS_FIGURES:
             jobs[("figure", name, task)] += 1
     jobs[("tables",)] += 1
+    jobs[("claims",)] += 1  # the claims compare Dirac with DPS (NFE, LPIPS, data consistency)
     jobs[("folder_provenance", "tables")] += 1
     jobs[("folder_provenance", "figures")] += 1
     jobs[("all",)] += 1

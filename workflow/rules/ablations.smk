@@ -8,37 +8,7 @@
 # Fig. 9 samples every Δt model with the default's chosen.yaml (only the model changes). Each
 # additional Δt trains one more model per task with the same recipe (train_dirac).
 
-ABLATION_DEFAULTS = {"look_aheads": [0.0, 0.25, 0.5, 1.0], "zeta": [0.2, 0.5, 1.0], "max_images": 16, "images": 2}
-ABLATIONS = {**ABLATION_DEFAULTS, **config.get("ablations", {})}
-
-
-def ablation_models(wildcards):
-    return {f"model_dt{dt_name(dt).replace('.', '_')}": model_path(wildcards, dt) for dt in sorted({float(d) for d in ABLATIONS["look_aheads"]})}
-
-
-def ablation_guidance_settings(wildcards):
-    zetas = [float(z) for z in ABLATIONS["zeta"]]
-    return {
-        "variants": {v: dirac_task(wildcards.task)[v] for v in ("po", "do")},
-        "search": {"po": {"guidance": {"none": [0], "std": zetas, "error": zetas}}},
-        "tuning": {"po_metric": "lpips", "do_metric": "psnr", "lpips_every": config["dirac"]["tuning"]["lpips_every"]},
-        "max_images": ABLATIONS["max_images"],
-        "batch_size": config["dirac"]["sampling"]["batch_size"],
-        "lpips": lpips_settings(),
-        "seed": config["seed"],
-    }
-
-
-def ablation_lookahead_settings(wildcards):
-    return {
-        "variants": {v: dirac_task(wildcards.task)[v] for v in ("po", "do")},
-        "look_aheads": sorted({float(d) for d in ABLATIONS["look_aheads"]}),
-        "max_images": ABLATIONS["max_images"],
-        "images": ABLATIONS["images"],
-        "batch_size": config["dirac"]["sampling"]["batch_size"],
-        "lpips": lpips_settings(),
-        "seed": config["seed"],
-    }
+include: "ablations_common.smk"
 
 
 rule ablation_guidance:
@@ -118,6 +88,10 @@ rule figure_ablation_guidance:
         out_stem=lambda w, output: os.path.splitext(output.png)[0],
     log:
         log("figure_ablation", "{dataset}_{task}_fig8"),
+    benchmark:
+        bench("figure_ablation", "{dataset}_{task}_fig8")
+    conda:
+        "../../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=1000,
@@ -140,6 +114,10 @@ rule figure_ablation_lookahead:
         out_stem=lambda w, output: os.path.splitext(output.png)[0],
     log:
         log("figure_ablation", "{dataset}_{task}_fig9"),
+    benchmark:
+        bench("figure_ablation", "{dataset}_{task}_fig9")
+    conda:
+        "../../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=1000,
