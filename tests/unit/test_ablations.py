@@ -98,3 +98,24 @@ def test_a_chosen_file_off_its_grid_is_refused(setup, tmp_path):
     (tmp_path / "chosen.yaml").write_text(yaml.safe_dump({"po": {"t_stop": 0.5, "nfe": 3}, "do": {"t_stop": 1.0, "nfe": 1}}))
     with pytest.raises(UserError, match="t_stop"):
         ablations._read_chosen(tmp_path / "chosen.yaml", variants)
+
+
+def test_lookahead_cli_writes_scores_and_samples(setup, tmp_path):
+    from diracbench import tune as tune_cli
+
+    tmp, _, ctx = setup
+    models = [a for dt in ("0", "1") for a in ("--input", f"model-dt{dt}={tmp / f'dt{dt}.pt'}")]
+    common = ["--operator", str(tmp / "operator.json"), "--measurements", str(tmp / "val.npz"), "--input", f"schedule={tmp / 'schedule.csv'}", *models]
+    variants = {"po": dict(BASE), "do": dict(BASE)}
+    tune_settings = {"variants": variants, "tuning": {"po_metric": "lpips", "do_metric": "psnr", "lpips_every": 1}, "lpips": LPIPS, "batch_size": 4, "seed": 0, "max_images": 4}
+    tune_cli.main(["--method", "dirac-po", "--settings", json.dumps(tune_settings), *common, "--out-chosen", str(tmp_path / "chosen.yaml"), "--out-grid", str(tmp_path / "grid.csv"), "--out-trajectory", str(tmp_path / "trajectory.csv")])
+    settings = {"variants": variants, "look_aheads": [0.0, 1.0], "lpips": LPIPS, "batch_size": 4, "images": 1, "seed": 0, "max_images": 3}
+    ablations.main(["lookahead", "--settings", json.dumps(settings), *common, "--chosen", str(tmp_path / "chosen.yaml"), "--out-scores", str(tmp_path / "scores.csv"), "--out-samples", str(tmp_path / "samples.npz")])
+    scores = pd.read_csv(tmp_path / "scores.csv")
+    assert len(scores) == 4 and (scores["n_images"] == 3).all()
+    with np.load(tmp_path / "samples.npz") as s:
+        assert set(s.files) == {"x", "y", "names", "dt0", "dt1"} and s["dt0"].shape == (1, 3, 16, 16)
+    ablations.main(["figure-lookahead", "--scores", str(tmp_path / "scores.csv"), "--samples", str(tmp_path / "samples.npz"), "--out-stem", str(tmp_path / "fig9")])
+    assert (tmp_path / "fig9.pdf").is_file()
+    with pytest.raises(UserError, match="param_guidance"):  # a tuning without the guidance sweep
+        ablations.main(["figure-guidance", "--grid", str(tmp_path / "grid.csv"), "--out-stem", str(tmp_path / "fig8")])
