@@ -319,7 +319,7 @@ def table3(settings: dict, inputs: dict[str, Path]) -> tuple[list[str], list[lis
         row = [label]
         for t, v in pairs:
             r = by[(t, v, k)]
-            row += [r["value"] + (f" {TUNED}" if r["source"] == "val" else ""), r["paper"]]
+            row += [r["value"] + (f" {TUNED}" if r["source"] == "val" and r["value"] != "–" else ""), r["paper"]]
         rows.append(row)
     tuning = settings["tuning"]
     notes = [
