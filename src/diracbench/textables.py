@@ -10,7 +10,7 @@ import html
 from typing import Sequence
 
 _TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-_TEX_UNICODE = {"Δ": r"$\Delta$", "ζ": r"$\zeta$", "σ": r"$\sigma$", "₁": r"$_1$", "²": r"$^2$", "≤": r"$\le$", "≥": r"$\ge$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "—": "---", "–": "--", "×": r"$\times$", "x̂": r"$\hat{x}$", "≈": r"$\approx$"}
+_TEX_UNICODE = {"Δ": r"$\Delta$", "ζ": r"$\zeta$", "σ": r"$\sigma$", "₁": r"$_1$", "²": r"$^2$", "≤": r"$\le$", "≥": r"$\ge$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "—": "---", "–": "--", "×": r"$\times$", "x̂": r"$\hat{x}$", "≈": r"$\approx$", "₀": r"$_0$", "†": r"$^\dagger$", "→": r"$\to$", "’": "'"}
 
 
 def tex_escape(text: str) -> str:
