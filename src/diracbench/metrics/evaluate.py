@@ -133,33 +133,58 @@ def aggregate(per_image: pd.DataFrame, set_values: dict[str, tuple[float, str]],
     return pd.DataFrame(rows)
 
 
-def score(recon: Recon, meas: Measurements, idx: np.ndarray, operator, sigma_1: float, settings: dict, device: torch.device) -> tuple[pd.DataFrame, dict[str, tuple[float, str]], dict[str, str]]:
-    """Per-image metrics, the set-level distances, and notes describing each protocol."""
+@dataclass
+class Scores:
+    """Scores of some of one method's test images, in image order: enough to finish the metrics.
+
+    `columns`: "image", "name" and every per-image metric, one value per image. `features`: the
+    per-image features a set-level metric is computed from ("fd_vgg:x_hat", "fd_vgg:x", "fid:x_hat",
+    "fid:x"). `notes`: each metric's protocol note (for a set-level metric that cannot be computed,
+    the reason). Scores of consecutive batches are joined with `join_scores`, so a whole split, a
+    shard of it, and the shards gathered give the same numbers (see `metrics.shards`).
+    """
+
+    columns: dict[str, np.ndarray]
+    features: dict[str, np.ndarray]
+    notes: dict[str, str]
+
+    def __len__(self) -> int:
+        return len(self.columns["image"])
+
+
+def metric_batches(n: int, batch_size: int) -> list[slice]:
+    """The scoring batches of n images: LPIPS, VGG and Inception features see exactly these."""
+    bs = max(1, int(batch_size))
+    return [slice(s, min(n, s + bs)) for s in range(0, n, bs)]
+
+
+def _take(recon: Recon, sl: slice) -> Recon:
+    return Recon(recon.x_hat[sl], list(recon.names[sl]), recon.nfe[sl], recon.seconds[sl])
+
+
+def score_images(recon: Recon, meas: Measurements, idx: np.ndarray, operator, sigma_1: float, settings: dict, device: torch.device) -> Scores:
+    """Per-image metrics and set-level features of these images (call it on one scoring batch)."""
     from diracbench.metrics.image_quality import data_consistency, psnr, ssim
-    from diracbench.metrics.perceptual import LPIPSMetric, VGGFeatures, compute_fid, frechet_distance, inception_available
+    from diracbench.metrics.perceptual import LPIPSMetric, VGGFeatures, inception_available, inception_features
 
     x = meas.x[idx]
     y = meas.y[idx]
     x_hat = recon.x_hat
     size = int(min(x.shape[-2:]))
-    lp = LPIPSMetric(settings["lpips_net"], settings["lpips_upsample_below"], device=device, batch_size=settings["batch_size"])
+    bs = settings["batch_size"]
+    lp = LPIPSMetric(settings["lpips_net"], settings["lpips_upsample_below"], device=device, batch_size=bs)
     dc = data_consistency(y, x_hat, operator)
-    per_image = pd.DataFrame(
-        {
-            "dataset": settings["dataset"],
-            "task": settings["task"],
-            "method": settings["method"],
-            "image": idx,
-            "name": recon.names,
-            "psnr": psnr(x_hat, x),
-            "ssim": ssim(x_hat, x),
-            "lpips": lp(x_hat, x).numpy().astype(np.float64),
-            "dc": dc,
-            "dc_ratio": dc / sigma_1**2,
-            "nfe": recon.nfe,
-            "seconds": recon.seconds,
-        }
-    )
+    columns = {
+        "image": np.asarray(idx, dtype=np.int64),
+        "name": np.asarray(recon.names, dtype=str),
+        "psnr": psnr(x_hat, x),
+        "ssim": ssim(x_hat, x),
+        "lpips": lp(x_hat, x).numpy().astype(np.float64),
+        "dc": dc,
+        "dc_ratio": dc / sigma_1**2,
+        "nfe": recon.nfe,
+        "seconds": recon.seconds,
+    }
     notes = {
         "lpips": lp.describe(size),
         "dc": f"mean (y - A_1(x_hat))^2 per image; noise floor sigma_1^2 = {sigma_1**2:.6g}",
@@ -167,24 +192,62 @@ def score(recon: Recon, meas: Measurements, idx: np.ndarray, operator, sigma_1: 
         "ssim": "scikit-image, Gaussian 11x11 window, sigma 1.5, data range 1",
         "psnr": "data range 1, outputs clipped to [0, 1]",
     }
-    set_values: dict[str, tuple[float, str]] = {}
-    n = len(x)
-    feats = VGGFeatures(settings["lpips_upsample_below"], device=device, batch_size=settings["batch_size"])
+    feats = VGGFeatures(settings["lpips_upsample_below"], device=device, batch_size=bs)
     k = lp.upsample_factor(size)
-    fd_note = f"FD-VGG (not FID): Fréchet distance of ImageNet VGG16 relu5_3 average-pooled features (backbone from {feats.source})" + (f", {size} px images upsampled {k}x" if k > 1 else "")
-    if n >= 2:
-        set_values["fd_vgg"] = (frechet_distance(feats(x_hat).numpy(), feats(x).numpy()), fd_note)
-    else:
-        set_values["fd_vgg"] = (math.nan, "needs at least 2 images")
+    features = {"fd_vgg:x_hat": feats(x_hat).numpy(), "fd_vgg:x": feats(x).numpy()}
+    notes["fd_vgg"] = f"FD-VGG (not FID): Fréchet distance of ImageNet VGG16 relu5_3 average-pooled features (backbone from {feats.source})" + (f", {size} px images upsampled {k}x" if k > 1 else "")
     if not settings["fid"]:
-        set_values["fid"] = (math.nan, "FID disabled in the config (metrics.fid: false)")
+        notes["fid"] = "FID disabled in the config (metrics.fid: false)"
     else:
         ok, why = inception_available()
         if not ok:
-            set_values["fid"] = (math.nan, f"unavailable: {why}")
-        elif n < 2:
-            set_values["fid"] = (math.nan, "needs at least 2 images")
+            notes["fid"] = f"unavailable: {why}"
         else:
-            value = compute_fid(x_hat, x, device=device, batch_size=settings["batch_size"])
-            set_values["fid"] = (value, f"clean-fid ('clean' mode, 8-bit PNGs), reconstructions vs the ground truth of the same test images; {why}")
+            features["fid:x_hat"] = inception_features(x_hat, device=device, batch_size=bs)
+            features["fid:x"] = inception_features(x, device=device, batch_size=bs)
+            notes["fid"] = f"clean-fid ('clean' mode, 8-bit PNGs), reconstructions vs the ground truth of the same test images; {why}"
+    return Scores(columns, features, notes)
+
+
+def join_scores(parts: list[Scores]) -> Scores:
+    """Consecutive scores joined in order; every part must carry the same notes and features."""
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        raise UserError("no images were scored")
+    first = parts[0]
+    for p in parts[1:]:
+        if p.notes != first.notes or sorted(p.features) != sorted(first.features):
+            raise UserError("the scored parts disagree on the metrics' protocol (other settings or weights); rescore them all")
+    return Scores(
+        {k: np.concatenate([p.columns[k] for p in parts]) for k in first.columns},
+        {k: np.concatenate([p.features[k] for p in parts]) for k in first.features},
+        dict(first.notes),
+    )
+
+
+def finish_scores(scores: Scores, settings: dict) -> tuple[pd.DataFrame, dict[str, tuple[float, str]], dict[str, str]]:
+    """per_image.csv's table, the set-level values from all images' features, the notes."""
+    from diracbench.metrics.perceptual import fid_from_features, frechet_distance
+
+    per_image = pd.DataFrame({"dataset": settings["dataset"], "task": settings["task"], "method": settings["method"], **scores.columns})
+    per_image["name"] = list(scores.columns["name"])
+    n = len(scores)
+    notes = {k: v for k, v in scores.notes.items() if k not in SET_METRICS}
+    set_values: dict[str, tuple[float, str]] = {}
+    if n >= 2:
+        set_values["fd_vgg"] = (frechet_distance(scores.features["fd_vgg:x_hat"], scores.features["fd_vgg:x"]), scores.notes["fd_vgg"])
+    else:
+        set_values["fd_vgg"] = (math.nan, "needs at least 2 images")
+    if "fid:x_hat" not in scores.features:
+        set_values["fid"] = (math.nan, scores.notes["fid"])
+    elif n < 2:
+        set_values["fid"] = (math.nan, "needs at least 2 images")
+    else:
+        set_values["fid"] = (fid_from_features(scores.features["fid:x_hat"], scores.features["fid:x"]), scores.notes["fid"])
     return per_image, set_values, notes
+
+
+def score(recon: Recon, meas: Measurements, idx: np.ndarray, operator, sigma_1: float, settings: dict, device: torch.device) -> tuple[pd.DataFrame, dict[str, tuple[float, str]], dict[str, str]]:
+    """Per-image metrics, the set-level distances, and notes describing each protocol."""
+    parts = [score_images(_take(recon, sl), meas, idx[sl], operator, sigma_1, settings, device) for sl in metric_batches(len(recon.names), settings["batch_size"])]
+    return finish_scores(join_scores(parts), settings)
