@@ -150,14 +150,30 @@ def reconstruct(problem: Problem, hparams: dict, ctx: RunContext) -> Reconstruct
     return Reconstruction(x_hat, np.full(len(problem), nfe), seconds, None if log is None else log.frame())
 
 
-def reconstruct_grid(problem: Problem, candidates: list[dict], ctx: RunContext) -> list[Reconstruction]:
-    """All candidates in one batched run when they differ only in `scale` (the usual DPS grid)."""
+def grid_entries(n: int, candidates: list[dict]) -> list[tuple[int, int]] | None:
+    """(candidate, image) pairs in the order `reconstruct_grid` samples them, in batches of the
+    first candidate's batch_size; None when the candidates differ in more than `scale` (then
+    each one is reconstructed on its own). Tuning shards cut this list between batches."""
     base = {k: v for k, v in candidates[0].items() if k != "scale"}
     if any({k: v for k, v in c.items() if k != "scale"} != base for c in candidates):
-        return [reconstruct(problem, c, ctx) for c in candidates]
+        return None
+    return [(j, i) for j in range(len(candidates)) for i in range(n)]
+
+
+def reconstruct_entries(problem: Problem, candidates: list[dict], entries: list[tuple[int, int]], ctx: RunContext) -> Reconstruction:
+    """One reconstruction per (candidate, image) entry of `grid_entries`, batched as listed."""
     for c in candidates:
         _check(c)
+    base = {k: v for k, v in candidates[0].items() if k != "scale"}
+    x_hat, seconds, _, nfe = _run(problem, [(i, float(candidates[j]["scale"])) for j, i in entries], base | {"scale": None}, ctx, None)
+    return Reconstruction(x_hat, np.full(len(entries), nfe), seconds)
+
+
+def reconstruct_grid(problem: Problem, candidates: list[dict], ctx: RunContext) -> list[Reconstruction]:
+    """All candidates in one batched run when they differ only in `scale` (the usual DPS grid)."""
+    entries = grid_entries(len(problem), candidates)
+    if entries is None:
+        return [reconstruct(problem, c, ctx) for c in candidates]
     n = len(problem)
-    entries = [(i, float(c["scale"])) for c in candidates for i in range(n)]
-    x_hat, seconds, _, nfe = _run(problem, entries, base | {"scale": None}, ctx, None)
-    return [Reconstruction(x_hat[j * n : (j + 1) * n], np.full(n, nfe), seconds[j * n : (j + 1) * n]) for j in range(len(candidates))]
+    r = reconstruct_entries(problem, candidates, entries, ctx)
+    return [Reconstruction(r.x_hat[j * n : (j + 1) * n], r.nfe[j * n : (j + 1) * n], r.seconds[j * n : (j + 1) * n]) for j in range(len(candidates))]
