@@ -225,7 +225,8 @@ def _estimated_total(args: argparse.Namespace, network: dict, size: int, steps: 
         if not args.skip_throughput:
             combos = 4 + (2 if args.compile else 0)
             work = (steps + warmup) * (train_batch * est["train_gflop_per_image"] + sample_batch * est["forward_gflop_per_image"]) * 1e9
-            parts.append(("throughput", combos * (work / fp32 + (3 if args.tiny else 10)) + (60 * args.compile)))
+            per_precision = work / fp32 + work / bf16  # one fp32 and one bf16 combination per memory format (and compiled)
+            parts.append(("throughput", combos / 2 * per_precision + combos * (3 if args.tiny else 10) + (60 * args.compile)))
         if not args.skip_training:
             training_steps = args.training_steps or (2 if args.tiny else 10)
             work = sum((training_steps + 3) * mb * est["train_gflop_per_image"] * 1e9 for mb in (8, 8, 32, 32)) if not args.tiny else 0.0
