@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from diracbench import cli
+from diracbench.contracts import check_csv_complete
 from diracbench.errors import UserError
 
 TRAJECTORY_COLUMNS = ("image", "name", "step", "t", "nfe", "dc", "psnr", "lpips")
@@ -75,6 +76,7 @@ def read_csv(path: Path, columns: Sequence[str], producer: str) -> pd.DataFrame:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise UserError(f"{path} lacks the columns {missing}; it was not written by {producer} — delete it and rerun")
+    check_csv_complete(path, producer)
     return df
 
 

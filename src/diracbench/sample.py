@@ -28,6 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from diracbench import cli
+from diracbench.contracts import check_chosen
 from diracbench.errors import UserError
 from diracbench.io import read_yaml
 from diracbench.methods import load_method
@@ -54,8 +55,8 @@ from diracbench.sharding import (
 from diracbench.train import parse_inputs
 
 
-def read_tuned(arg: str | None) -> dict:
-    """`FILE` or `FILE:KEY` (a sub-mapping, e.g. Dirac's `chosen.yaml:po`)."""
+def read_tuned(arg: str | None, declared: dict | None = None) -> dict:
+    """`FILE` or `FILE:KEY` (a sub-mapping, e.g. Dirac's `chosen.yaml:po`), checked against its grid."""
     if not arg:
         return {}
     path, _, key = arg.partition(":") if not Path(arg).is_file() else (arg, "", "")
@@ -66,6 +67,7 @@ def read_tuned(arg: str | None) -> dict:
         data = data[key]
     if not isinstance(data, dict):
         raise UserError(f"{path} must hold a mapping of chosen hyper-parameters; rerun the tuning rule")
+    check_chosen(Path(path), data, key or None, declared)
     return data
 
 
@@ -127,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise UserError(f"--extra-out {item!r}: expected NAME=PATH")
         extra_out[name] = Path(path)
     problem = load_problem(args.operator, args.measurements, args.split, device).subset(s.get("max_images"))
-    hparams = {**s.get("hparams", {}), **read_tuned(args.tuned)}
+    hparams = {**s.get("hparams", {}), **read_tuned(args.tuned, s.get("hparams", {}))}
     ctx = RunContext(device=device, threads=args.threads, seed=int(s.get("seed", 0)), inputs=parse_inputs(args.input))
     plan = batch_plan(args.method, len(problem), _batch_size(hparams, args.method))
     mine = shard_batches(plan, parse_shard(args.shard) if args.shard else None, args.images)

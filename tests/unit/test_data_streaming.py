@@ -32,11 +32,20 @@ def _write_pngs(folder: Path, n: int) -> None:
         Image.fromarray(img).save(folder / f"{i:05d}.png", compress_level=1)
 
 
+def _write_noise_pngs(folder: Path, n: int, seed: int) -> None:
+    """Held-out images unlike every training pattern (and each other): prepare_data refuses leaks."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (SOURCE_PX, SOURCE_PX, 3), dtype=np.uint8)).save(folder / f"{i:05d}.png", compress_level=1)
+
+
 @pytest.fixture(scope="module")
 def many_images(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("many")
     _write_pngs(root / "train", MANY)
-    _write_pngs(root / "held_out", 4)
+    _write_noise_pngs(root / "val", 2, seed=1)
+    _write_noise_pngs(root / "test", 2, seed=2)
     return root
 
 
@@ -49,8 +58,8 @@ def _prepare_in_subprocess(root: Path, n_train: int, out: Path) -> float:
         "source": {
             "kind": "folders",
             "train": {"protocol": "plain", "root": str(root / "train"), "limit": n_train},
-            "val": {"protocol": "plain", "root": str(root / "held_out"), "limit": 2},
-            "test": {"protocol": "plain", "root": str(root / "held_out")},
+            "val": {"protocol": "plain", "root": str(root / "val")},
+            "test": {"protocol": "plain", "root": str(root / "test")},
         },
     }
     env = dict(os.environ, PYTHONPATH=str(SRC), OMP_NUM_THREADS="1")

@@ -42,9 +42,9 @@ rule train_prior:
         runtime=240,
         gpu=1,
     shell:
-        "python -m diracbench.train --kind ddpm --settings {params.settings:q} --data {input.data} "
-        "--weights {output.weights} --log-csv {output.log_csv} --state-root {params.state_root} "
-        "--time-budget-min {resources.runtime} --device {params.device} --threads {threads} > {log} 2>&1"
+        "python -m diracbench.train --kind ddpm --settings {params.settings:q} --data {input.data:q} "
+        "--weights {output.weights:q} --log-csv {output.log_csv:q} --state-root {params.state_root:q} "
+        "--time-budget-min {resources.runtime} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule tune_dps:
@@ -71,9 +71,9 @@ rule tune_dps:
         runtime=120,
         gpu=1,
     shell:
-        "python -m diracbench.tune --method dps --settings {params.settings:q} --operator {input.operator} "
-        "--measurements {input.measurements} --input prior={input.prior} "
-        "--out-chosen {output.chosen} --out-grid {output.grid} --device {params.device} --threads {threads} > {log} 2>&1"
+        "python -m diracbench.tune --method dps --settings {params.settings:q} --operator {input.operator:q} "
+        "--measurements {input.measurements:q} --input prior={input.prior:q} "
+        "--out-chosen {output.chosen:q} --out-grid {output.grid:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule sample_dps:
@@ -82,7 +82,7 @@ rule sample_dps:
         operator="results/{dataset}/{task}/operator.json",
         measurements="results/{dataset}/{task}/measurements/test.npz",
         chosen=rules.tune_dps.output.chosen,
-        code=code("sample.py", "methods/dps.py", *PRIOR_CODE),
+        code=code("sample.py", "contracts.py", "methods/dps.py", *PRIOR_CODE),
     output:
         recon="results/{dataset}/{task}/dps/recon/test.npz",
         trajectory="results/{dataset}/{task}/dps/recon/trajectory.csv",
@@ -101,9 +101,9 @@ rule sample_dps:
         runtime=240,
         gpu=1,
     shell:
-        "python -m diracbench.sample --method dps --settings {params.settings:q} --operator {input.operator} "
-        "--measurements {input.measurements} --tuned {input.chosen} --input prior={input.prior} "
-        "--out {output.recon} --trajectory {output.trajectory} --device {params.device} --threads {threads} > {log} 2>&1"
+        "python -m diracbench.sample --method dps --settings {params.settings:q} --operator {input.operator:q} "
+        "--measurements {input.measurements:q} --tuned {input.chosen:q} --input prior={input.prior:q} "
+        "--out {output.recon:q} --trajectory {output.trajectory:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule tune_ddrm:
@@ -130,9 +130,9 @@ rule tune_ddrm:
         runtime=60,
         gpu=1,
     shell:
-        "python -m diracbench.tune --method ddrm --settings {params.settings:q} --operator {input.operator} "
-        "--measurements {input.measurements} --input prior={input.prior} "
-        "--out-chosen {output.chosen} --out-grid {output.grid} --device {params.device} --threads {threads} > {log} 2>&1"
+        "python -m diracbench.tune --method ddrm --settings {params.settings:q} --operator {input.operator:q} "
+        "--measurements {input.measurements:q} --input prior={input.prior:q} "
+        "--out-chosen {output.chosen:q} --out-grid {output.grid:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule sample_ddrm:
@@ -141,7 +141,7 @@ rule sample_ddrm:
         operator="results/{dataset}/{task}/operator.json",
         measurements="results/{dataset}/{task}/measurements/test.npz",
         chosen=rules.tune_ddrm.output.chosen,
-        code=code("sample.py", "methods/ddrm.py", *PRIOR_CODE),
+        code=code("sample.py", "contracts.py", "methods/ddrm.py", *PRIOR_CODE),
     output:
         recon="results/{dataset}/{task}/ddrm/recon/test.npz",
         trajectory="results/{dataset}/{task}/ddrm/recon/trajectory.csv",
@@ -160,9 +160,9 @@ rule sample_ddrm:
         runtime=60,
         gpu=1,
     shell:
-        "python -m diracbench.sample --method ddrm --settings {params.settings:q} --operator {input.operator} "
-        "--measurements {input.measurements} --tuned {input.chosen} --input prior={input.prior} "
-        "--out {output.recon} --trajectory {output.trajectory} --device {params.device} --threads {threads} > {log} 2>&1"
+        "python -m diracbench.sample --method ddrm --settings {params.settings:q} --operator {input.operator:q} "
+        "--measurements {input.measurements:q} --tuned {input.chosen:q} --input prior={input.prior:q} "
+        "--out {output.recon:q} --trajectory {output.trajectory:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
 FINAL_TARGETS.extend(

@@ -50,9 +50,9 @@ rule tune_pnp_admm:
         mem_mb=6000,
         runtime=60,
     shell:
-        "python -m diracbench.tune --method pnp-admm --settings {params.settings:q} --operator {input.operator} "
-        "--measurements {input.measurements} --out-chosen {output.chosen} --out-grid {output.grid} "
-        "--device cpu --threads {threads} > {log} 2>&1"
+        "python -m diracbench.tune --method pnp-admm --settings {params.settings:q} --operator {input.operator:q} "
+        "--measurements {input.measurements:q} --out-chosen {output.chosen:q} --out-grid {output.grid:q} "
+        "--device cpu --threads {threads} > {log:q} 2>&1"
 
 
 rule sample_pnp_admm:
@@ -60,7 +60,7 @@ rule sample_pnp_admm:
         operator="results/{dataset}/{task}/operator.json",
         measurements="results/{dataset}/{task}/measurements/test.npz",
         chosen=rules.tune_pnp_admm.output.chosen,
-        code=code("sample.py", "methods/pnp_admm.py", *SCICO_CODE),
+        code=code("sample.py", "contracts.py", "methods/pnp_admm.py", *SCICO_CODE),
     output:
         recon="results/{dataset}/{task}/pnp-admm/recon/test.npz",
         trajectory="results/{dataset}/{task}/pnp-admm/recon/trajectory.csv",
@@ -77,9 +77,9 @@ rule sample_pnp_admm:
         mem_mb=6000,
         runtime=60,
     shell:
-        "python -m diracbench.sample --method pnp-admm --settings {params.settings:q} --operator {input.operator} "
-        "--measurements {input.measurements} --tuned {input.chosen} "
-        "--out {output.recon} --trajectory {output.trajectory} --device cpu --threads {threads} > {log} 2>&1"
+        "python -m diracbench.sample --method pnp-admm --settings {params.settings:q} --operator {input.operator:q} "
+        "--measurements {input.measurements:q} --tuned {input.chosen:q} "
+        "--out {output.recon:q} --trajectory {output.trajectory:q} --device cpu --threads {threads} > {log:q} 2>&1"
 
 
 rule tune_admm_tv:
@@ -103,9 +103,9 @@ rule tune_admm_tv:
         mem_mb=6000,
         runtime=60,
     shell:
-        "python -m diracbench.tune --method admm-tv --settings {params.settings:q} --operator {input.operator} "
-        "--measurements {input.measurements} --out-chosen {output.chosen} --out-grid {output.grid} "
-        "--device cpu --threads {threads} > {log} 2>&1"
+        "python -m diracbench.tune --method admm-tv --settings {params.settings:q} --operator {input.operator:q} "
+        "--measurements {input.measurements:q} --out-chosen {output.chosen:q} --out-grid {output.grid:q} "
+        "--device cpu --threads {threads} > {log:q} 2>&1"
 
 
 rule sample_admm_tv:
@@ -113,7 +113,7 @@ rule sample_admm_tv:
         operator="results/{dataset}/{task}/operator.json",
         measurements="results/{dataset}/{task}/measurements/test.npz",
         chosen=rules.tune_admm_tv.output.chosen,
-        code=code("sample.py", "methods/admm_tv.py", *SCICO_CODE),
+        code=code("sample.py", "contracts.py", "methods/admm_tv.py", *SCICO_CODE),
     output:
         recon="results/{dataset}/{task}/admm-tv/recon/test.npz",
         trajectory="results/{dataset}/{task}/admm-tv/recon/trajectory.csv",
@@ -130,9 +130,9 @@ rule sample_admm_tv:
         mem_mb=6000,
         runtime=60,
     shell:
-        "python -m diracbench.sample --method admm-tv --settings {params.settings:q} --operator {input.operator} "
-        "--measurements {input.measurements} --tuned {input.chosen} "
-        "--out {output.recon} --trajectory {output.trajectory} --device cpu --threads {threads} > {log} 2>&1"
+        "python -m diracbench.sample --method admm-tv --settings {params.settings:q} --operator {input.operator:q} "
+        "--measurements {input.measurements:q} --tuned {input.chosen:q} "
+        "--out {output.recon:q} --trajectory {output.trajectory:q} --device cpu --threads {threads} > {log:q} 2>&1"
 
 
 FINAL_TARGETS.extend(

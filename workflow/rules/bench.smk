@@ -19,7 +19,7 @@ include: "bench_common.smk"
 rule bench_methods:
     input:
         unpack(bench_method_inputs),
-        code=code("bench", "methods", "sample.py", "train.py", "dirac", "prior", "nn", "operators", "data", "scico_ops.py", "metrics/__init__.py", "metrics/perceptual.py", "metrics/backbones.py", "seeding.py", "runtime.py"),
+        code=code("bench", "methods", "sample.py", "contracts.py", "train.py", "dirac", "prior", "nn", "operators", "data", "scico_ops.py", "metrics/__init__.py", "metrics/perceptual.py", "metrics/backbones.py", "seeding.py", "runtime.py"),
     output:
         csv="results/bench/methods.csv",
     params:
@@ -38,8 +38,8 @@ rule bench_methods:
         runtime=60,
         gpu=1,
     shell:
-        "python -m diracbench.bench methods --settings {params.settings:q} {params.inputs} --out {output.csv} "
-        "--device {params.device} --threads {threads} > {log} 2>&1"
+        "python -m diracbench.bench methods --settings {params.settings:q} {params.inputs} --out {output.csv:q} "
+        "--device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule bench_batching:
@@ -65,8 +65,8 @@ rule bench_batching:
         runtime=30,
         gpu=1,
     shell:
-        "python -m diracbench.bench batching --settings {params.settings:q} {params.inputs} --out {output.csv} "
-        "--device {params.device} --threads {threads} > {log} 2>&1"
+        "python -m diracbench.bench batching --settings {params.settings:q} {params.inputs} --out {output.csv:q} "
+        "--device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule bench_pipeline:
@@ -96,8 +96,8 @@ rule bench_pipeline:
     shell:
         "python -m diracbench.bench pipeline --settings {params.settings:q} --snakefile {params.snakefile:q} "
         "--snakemake-python {params.python:q} --workdir . --target all --repeats {params.repeats} "
-        "--benchmarks results/benchmarks --out-dry-run {output.dry_run} --out-stages {output.stages} "
-        "--threads {threads} > {log} 2>&1"
+        "--benchmarks results/benchmarks --out-dry-run {output.dry_run:q} --out-stages {output.stages:q} "
+        "--threads {threads} > {log:q} 2>&1"
 
 
 rule bench_summary:
@@ -123,8 +123,8 @@ rule bench_summary:
         mem_mb=1000,
         runtime=5,
     shell:
-        "python -m diracbench.bench summary --settings {params.settings:q} --bench-dir {params.bench_dir} "
-        "--out {output.md} --threads {threads} > {log} 2>&1"
+        "python -m diracbench.bench summary --settings {params.settings:q} --bench-dir {params.bench_dir:q} "
+        "--out {output.md:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule bench:

@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -14,7 +15,12 @@ sys.path.insert(0, str(SRC))
 
 
 # (Doubled braces: Snakemake formats the prefix like every shell command.)
-shell.prefix("export PYTHONPATH='" + str(SRC) + "'${{PYTHONPATH:+:$PYTHONPATH}}; ")
+# The checkout's path is quoted like every other path that reaches the shell.
+# `offline: true` (the SLURM profile sets it) keeps every job off the network: see metrics/backbones.py.
+shell.prefix(
+    "export PYTHONPATH=" + shlex.quote(str(SRC)).replace("{", "{{").replace("}", "}}") + "${{PYTHONPATH:+:$PYTHONPATH}}; "
+    + ("export DIRACBENCH_OFFLINE=1; " if config.get("offline", False) else "")
+)
 
 from diracbench.configcheck import check_config, validation_message
 from diracbench.errors import UserError

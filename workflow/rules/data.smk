@@ -2,6 +2,50 @@
 
 import diracbench.data_resources as data_sizing
 
+_SOURCE_FILES = {}
+
+
+def source_files(dataset):
+    """Folder datasets: {"source_files": digest of every split's files (names, sizes, mtimes)}.
+
+    Part of prepare_data's settings, so an image replaced, added or deleted reruns prepare_data
+    and what depends on it (see diracbench.data.sources for the DAG-time cost). The embedded
+    photos dataset has no folders: nothing is added, its settings stay as they were. The listing
+    also gives the training split's size, so a batch larger than it is refused here.
+    """
+    ds = config["datasets"][dataset]
+    if ds["source"]["kind"] != "folders":
+        return {}
+    if dataset not in _SOURCE_FILES:
+        from diracbench.configcheck import batch_size_problems
+        from diracbench.data.sources import source_digest
+
+        digest = source_digest(dataset, ds["source"])
+        train = digest["counts"]["train"]
+        problems = batch_size_problems(config, {dataset: train}) if train is not None else []
+        if problems:
+            raise WorkflowError("invalid configuration: " + problems[0])
+        _SOURCE_FILES[dataset] = {"source_files": digest}
+    return _SOURCE_FILES[dataset]
+
+
+def prior_training_list(dataset):
+    """The published prior's training-image list, checked against val/test by prepare_data.
+
+    Only when configured (nothing is added otherwise); its content hash is part of the settings,
+    so editing the list reruns the check.
+    """
+    entry = config["prior"]["pretrained"].get(dataset, {})
+    if "training_images" not in entry:
+        return {}
+    path = Path(entry["training_images"])
+    if not path.is_file():
+        raise WorkflowError(f"config key prior.pretrained.{dataset}.training_images: {path} does not exist; fix the path or remove the key")
+    import hashlib
+
+    return {"prior_training_images": str(path), "prior_training_images_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
 
 rule prepare_data:
     input:
@@ -10,7 +54,7 @@ rule prepare_data:
         **{f"{split}": f"results/{{dataset}}/data/{split}.npy" for split in ("train", "val", "test")},
         **{f"{split}_manifest": f"results/{{dataset}}/data/{split}_manifest.csv" for split in ("train", "val", "test")},
     params:
-        settings=settings(lambda w: {"name": w.dataset, "seed": config["seed"], **config["datasets"][w.dataset]}),
+        settings=settings(lambda w: {"name": w.dataset, "seed": config["seed"], **config["datasets"][w.dataset], **source_files(w.dataset), **prior_training_list(w.dataset)}),
         out_dir=folder_of("val"),
     log:
         log("prepare_data", "{dataset}"),
@@ -25,8 +69,8 @@ rule prepare_data:
         mem_mb=data_sizing.PREPARE_MEM_MB,
         runtime=lambda w, threads: data_sizing.prepare_runtime_min(config["datasets"][w.dataset], threads),
     shell:
-        "python -m diracbench.data --settings {params.settings:q} --out-dir {params.out_dir} "
-        "--threads {threads} > {log} 2>&1"
+        "python -m diracbench.data --settings {params.settings:q} --out-dir {params.out_dir:q} "
+        "--threads {threads} > {log:q} 2>&1"
 
 
 rule measure:
@@ -64,8 +108,8 @@ rule measure:
         mem_mb=2000,
         runtime=30,
     shell:
-        "python -m diracbench.measure --settings {params.settings:q} --data-dir {params.data_dir} "
-        "--out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
+        "python -m diracbench.measure --settings {params.settings:q} --data-dir {params.data_dir:q} "
+        "--out-dir {params.out_dir:q} --threads {threads} > {log:q} 2>&1"
 
 
 FINAL_TARGETS.extend(

@@ -27,7 +27,8 @@ rule schedule:
                 "lpips": lpips_settings() if config["tasks"][w.task]["schedule"].get("metric") == "lpips" else None,
             }
         ),
-        file=lambda w, input: f"--file {input.file}" if "file" in input.keys() else "",
+        # A command fragment, so quoted here (a config path must never reach the shell unquoted).
+        file=lambda w, input: f"--file {shlex.quote(input.file)}" if "file" in input.keys() else "",
         out_dir=folder_of("table"),
     log:
         log("schedule", "{dataset}_{task}"),
@@ -40,8 +41,8 @@ rule schedule:
         mem_mb=4000,
         runtime=30,
     shell:
-        "python -m diracbench.schedule --settings {params.settings:q} --train {input.train} "
-        "--operator {input.operator} {params.file} --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
+        "python -m diracbench.schedule --settings {params.settings:q} --train {input.train:q} "
+        "--operator {input.operator:q} {params.file} --out-dir {params.out_dir:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule train_dirac:
@@ -72,10 +73,10 @@ rule train_dirac:
         runtime=240,
         gpu=1,
     shell:
-        "python -m diracbench.train --kind dirac --settings {params.settings:q} --data {input.data} "
-        "--input operator={input.operator} --input schedule={input.schedule} "
-        "--weights {output.weights} --log-csv {output.log_csv} --state-root {params.state_root} "
-        "--time-budget-min {resources.runtime} --device {params.device} --threads {threads} > {log} 2>&1"
+        "python -m diracbench.train --kind dirac --settings {params.settings:q} --data {input.data:q} "
+        "--input operator={input.operator:q} --input schedule={input.schedule:q} "
+        "--weights {output.weights:q} --log-csv {output.log_csv:q} --state-root {params.state_root:q} "
+        "--time-budget-min {resources.runtime} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule tune_dirac:
@@ -115,9 +116,9 @@ rule tune_dirac:
         gpu=1,
     shell:
         "python -m diracbench.tune --method dirac-po --settings {params.settings:q} "
-        "--operator {input.operator} --measurements {input.measurements} {params.models} "
-        "--input schedule={input.schedule} --out-chosen {output.chosen} --out-grid {output.grid} "
-        "--out-trajectory {output.trajectory} --device {params.device} --threads {threads} > {log} 2>&1"
+        "--operator {input.operator:q} --measurements {input.measurements:q} {params.models} "
+        "--input schedule={input.schedule:q} --out-chosen {output.chosen:q} --out-grid {output.grid:q} "
+        "--out-trajectory {output.trajectory:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule sample_dirac:
@@ -127,7 +128,7 @@ rule sample_dirac:
         measurements="results/{dataset}/{task}/measurements/test.npz",
         schedule=rules.schedule.output.table,
         chosen=rules.tune_dirac.output.chosen,
-        code=code("sample.py", "train.py", *DIRAC_CODE),
+        code=code("sample.py", "contracts.py", "train.py", *DIRAC_CODE),
     output:
         recon="results/{dataset}/{task}/dirac-{variant}/recon/test.npz",
         trajectory="results/{dataset}/{task}/dirac-{variant}/recon/trajectory.csv",
@@ -151,9 +152,9 @@ rule sample_dirac:
         gpu=1,
     shell:
         "python -m diracbench.sample --method dirac-{wildcards.variant} --settings {params.settings:q} "
-        "--operator {input.operator} --measurements {input.measurements} --tuned {input.chosen}:{wildcards.variant} "
-        "{params.models} --input schedule={input.schedule} --out {output.recon} --trajectory {output.trajectory} "
-        "--extra-out posterior_samples={output.posterior} --device {params.device} --threads {threads} > {log} 2>&1"
+        "--operator {input.operator:q} --measurements {input.measurements:q} --tuned {input.chosen:q}:{wildcards.variant} "
+        "{params.models} --input schedule={input.schedule:q} --out {output.recon:q} --trajectory {output.trajectory:q} "
+        "--extra-out posterior_samples={output.posterior:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
 FINAL_TARGETS.extend(

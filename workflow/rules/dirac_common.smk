@@ -1,4 +1,5 @@
 # Helpers of workflow/rules/dirac.smk (kept apart so rule files hold rules only).
+import shlex
 
 DIRAC_VARIANTS = [m.split("-", 1)[1] for m in METHODS if m in ("dirac-po", "dirac-do")]
 DIRAC_CODE = ("dirac", "operators", "nn", "methods/__init__.py", "methods/base.py", "methods/dirac.py", "metrics/__init__.py", "metrics/perceptual.py", "metrics/backbones.py", "seeding.py", "runtime.py")
@@ -64,7 +65,7 @@ def dirac_model_args(wildcards, input):
     args = []
     for name in input.keys():
         if name.startswith("model_dt"):
-            args.append(f"--input model-dt{name[len('model_dt'):].replace('_', '.')}={input[name]}")
+            args.append(f"--input model-dt{name[len('model_dt'):].replace('_', '.')}={shlex.quote(input[name])}")
     return " ".join(args)
 
 

@@ -51,14 +51,14 @@ rule metrics:
         mem_mb=6000,
         runtime=30,
     shell:
-        "python -m diracbench.metrics --settings {params.settings:q} --task-dir {params.task_dir} {params.recon} "
-        "--out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
+        "python -m diracbench.metrics --settings {params.settings:q} --task-dir {params.task_dir:q} {params.recon} "
+        "--out-dir {params.out_dir:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule tables:
     input:
         aggregates=table_aggregates,
-        code=code("tables.py"),
+        code=code("tables.py", "contracts.py"),
     output:
         md="results/tables/{dataset}.md",
         tex="results/tables/{dataset}.tex",
@@ -84,14 +84,14 @@ rule tables:
         mem_mb=1000,
         runtime=10,
     shell:
-        "python -m diracbench.tables --settings {params.settings:q} --aggregates {input.aggregates} "
-        "--out-stem {params.out_stem} --threads {threads} > {log} 2>&1"
+        "python -m diracbench.tables --settings {params.settings:q} --aggregates {input.aggregates:q} "
+        "--out-stem {params.out_stem:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule figure:
     input:
         unpack(lambda w: figure_inputs(FIGURE_OF[w.name], w.dataset, w.task)),
-        code=code("figures.py", "operators"),
+        code=code("figures.py", "contracts.py", "operators"),
     output:
         png=report(
             "results/figures/{dataset}_{task}_{name}.png",
@@ -120,13 +120,13 @@ rule figure:
         runtime=10,
     shell:
         "python -m diracbench.figures {params.figure} --settings {params.settings:q} {params.inputs} "
-        "--out-stem {params.out_stem} --threads {threads} > {log} 2>&1"
+        "--out-stem {params.out_stem:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule figure_schedules:
     input:
         unpack(lambda w: figure_inputs("schedules", w.dataset)),
-        code=code("figures.py", "operators"),
+        code=code("figures.py", "contracts.py", "operators"),
     output:
         png=report(
             "results/figures/{dataset}_fig7_schedules.png",
@@ -152,7 +152,7 @@ rule figure_schedules:
         runtime=10,
     shell:
         "python -m diracbench.figures schedules --settings {params.settings:q} {params.inputs} "
-        "--out-stem {params.out_stem} --threads {threads} > {log} 2>&1"
+        "--out-stem {params.out_stem:q} --threads {threads} > {log:q} 2>&1"
 
 
 # One provenance.json per folder: commit, packages, config hash, seeds, and each file's record.
@@ -181,8 +181,8 @@ rule folder_provenance:
         mem_mb=500,
         runtime=5,
     shell:
-        "python -m diracbench.metrics.folder_provenance --settings {params.settings:q} --files {input.files} "
-        "--out {output} > {log} 2>&1"
+        "python -m diracbench.metrics.folder_provenance --settings {params.settings:q} --files {input.files:q} "
+        "--out {output:q} > {log:q} 2>&1"
 
 
 FINAL_TARGETS.append(evaluation_targets)

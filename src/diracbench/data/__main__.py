@@ -16,6 +16,7 @@ import numpy as np
 from diracbench import cli
 from diracbench.data import SPLITS
 from diracbench.data.folders import list_split_files, stream_folder_split
+from diracbench.data.overlap import SplitHashes, check_overlap, near_bits_of
 from diracbench.data.photos import build_photo_split, check_split_photos
 from diracbench.data.stream import write_split
 from diracbench.errors import UserError
@@ -42,7 +43,8 @@ def plan_split(split: str, settings: dict, threads: int) -> tuple[int, Iterator[
         return len(rows), zip(pixels, rows)
     if source["kind"] == "folders":
         pairs = list_split_files(source[split], f"datasets.{name}.source.{split}")
-        return len(pairs), stream_folder_split(split, pairs, size, threads)
+        # The source-level alpha policy applies to every split's images.
+        return len(pairs), stream_folder_split(split, pairs, size, threads, source.get("alpha", "refuse"))
     raise UserError(f"datasets.{name}.source.kind {source['kind']!r} is unknown; use 'photos' or 'folders'")
 
 
@@ -61,13 +63,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     size = int(settings["image_size"])
     plans = {split: plan_split(split, settings, args.threads) for split in args.splits}
     counts = {}
+    hashes: dict[str, SplitHashes] = {}
     # Each split streams into a temporary file; all are renamed into place together at the end,
     # so a bad image anywhere leaves nothing behind.
     with OutputSet() as out:
         for split, (count, items) in plans.items():
             npy, csv_path = out.path(args.out_dir / f"{split}.npy"), out.path(args.out_dir / f"{split}_manifest.csv")
-            counts[split] = write_split(npy, csv_path, (count, 3, size, size), items, MANIFEST_FIELDS)
+            hashes[split] = SplitHashes(near=near_bits_of(settings) is not None)
+            counts[split] = write_split(npy, csv_path, (count, 3, size, size), hashes[split].observe(items), MANIFEST_FIELDS)
             print(f"{split}: {count} images of {size}px", flush=True)
+        # Leakage between the splits (or into a published prior's training set) refuses the
+        # dataset before anything is renamed into place (the report stays, for the user to read).
+        check_overlap(hashes, settings, args.out_dir)
     write_provenance(args.out_dir / "data.json", "prepare_data", settings, seeds=settings["seed"], extra={"counts": counts, "seconds": time.perf_counter() - start})
 
 

@@ -80,13 +80,14 @@ def list_split_files(spec: dict, key: str) -> list[tuple[str, Path]]:
     return [(str(p.relative_to(root)), p) for p in files]
 
 
-def stream_folder_split(split: str, pairs: list[tuple[str, Path]], size: int, threads: int) -> Iterator[tuple[np.ndarray, dict]]:
+def stream_folder_split(split: str, pairs: list[tuple[str, Path]], size: int, threads: int, alpha: str = "refuse") -> Iterator[tuple[np.ndarray, dict]]:
     """(pixels, manifest row) of every listed image, in order; decoded and hashed on `threads`
-    threads with a bounded window, so memory does not depend on the number of images."""
+    threads with a bounded window, so memory does not depend on the number of images. `alpha` is
+    the dataset's policy for transparent images (see images.read_rgb)."""
 
     def load(item: tuple[int, tuple[str, Path]]) -> tuple[np.ndarray, dict]:
         i, (name, path) = item
-        pixels = centre_crop_resize(read_rgb(path), size, path)
+        pixels = centre_crop_resize(read_rgb(path, alpha), size, path)
         return pixels, {"index": i, "name": name, "split": split, "source": str(path), "sha256": sha256_of(path), "crop": "centre", "scale": ""}
 
     decoded = ordered_map(load, enumerate(pairs), threads)
