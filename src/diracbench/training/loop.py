@@ -317,6 +317,8 @@ def train(
             window_loss, window_steps = state["window"]
             if group.leader:
                 print(f"resuming {description} from step {step} ({state_path})", flush=True)
+        elif group.leader:  # restart: the old state must not be found again by the next attempt
+            state_path.unlink(missing_ok=True)
         del state
     if group.leader:
         write_json(state_dir / "settings.json", {**asdict(settings), "identity": identity})
