@@ -24,7 +24,8 @@ import torch
 from diracbench.dirac.loss import make_loss
 from diracbench.nn.models import build_model, load_model
 from diracbench.operators import GeometricNoise, family_from_config, operator_spec
-from diracbench.training.loop import Execution, TrainSettings, train
+from diracbench.training.distributed import Group
+from diracbench.training.loop import Execution, TrainSettings, accumulate_gradients, micro_ranges, train
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 NET = {"model_channels": 8, "channel_mult": [1, 2], "num_blocks": 1, "attn_resolutions": [8], "dropout": 0.0}
@@ -183,6 +184,23 @@ def test_gradient_accumulation_2x16_equals_one_batch_of_32(tmp_path, one_thread)
     print(f"\naccumulation 2x16 vs 32, 4 steps: max |weight diff| = {diff:.3g}")
     assert diff <= DDP_ATOL
     assert [r["loss"] for r in accumulated.log] == pytest.approx([r["loss"] for r in whole.log], rel=1e-5)
+
+
+def test_accumulated_gradient_is_the_full_batch_mean_gradient(tmp_path, one_thread):
+    # Adam hides a wrongly scaled gradient (it is scale-invariant): compare the gradients.
+    loss_fn, images = _loss(tmp_path)
+    x = torch.from_numpy(images[:32].astype(np.float32) / 255.0)
+    draws = loss_fn.draw(tuple(x.shape), torch.Generator().manual_seed(1))
+    grads, losses = [], []
+    for micro in (None, 16, 8):
+        torch.manual_seed(0)
+        model = build_model("dirac", NET, 16)
+        losses.append(float(accumulate_gradients(model, loss_fn, x, draws, 0, micro_ranges(32, micro), 32, Group(), {"device_type": "cpu", "enabled": False})))
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    for g, loss in zip(grads[1:], losses[1:]):
+        assert torch.allclose(g, grads[0], rtol=1e-4, atol=1e-6 * float(grads[0].abs().max()))
+        assert loss == pytest.approx(losses[0], rel=1e-6)
+    assert micro_ranges(32, 16) == [(0, 16), (16, 32)] and micro_ranges(8, 3) == [(0, 3), (3, 6), (6, 8)]
 
 
 def test_activation_checkpointing_changes_nothing(tmp_path, one_thread):

@@ -201,6 +201,25 @@ def micro_ranges(share: int, micro_batch: int | None) -> list[tuple[int, int]]:
     return [(lo, min(lo + size, share)) for lo in range(0, share, size)]
 
 
+def accumulate_gradients(train_model: nn.Module, loss_fn: Any, x: torch.Tensor, draws: tuple[torch.Tensor, ...], rank_lo: int, chunks: list[tuple[int, int]], batch_size: int, group: Group, autocast: dict) -> torch.Tensor:
+    """Backward of one step's passes over this process's images `x`; returns its share of the
+    global mean loss (detached). `draws` cover the whole global batch; this process's images
+    start at `rank_lo` in it."""
+    total = None
+    for k, (lo, hi) in enumerate(chunks):
+        part = tuple(d[rank_lo + lo : rank_lo + hi] for d in draws)
+        # DDP all-reduces on the last pass only; it averages over ranks, so each pass's mean
+        # loss is weighted by its share of the global batch times the number of ranks.
+        sync = k == len(chunks) - 1 or not group.distributed
+        with contextlib.nullcontext() if sync else train_model.no_sync():
+            with torch.autocast(**autocast):
+                loss = loss_fn.compute(train_model, x[lo:hi], part)
+            (loss * ((hi - lo) * group.world / batch_size)).backward()
+        piece = loss.detach() * ((hi - lo) / batch_size)
+        total = piece if total is None else total + piece
+    return total
+
+
 def _order_from(n: int, snap: dict) -> BatchOrder:
     order = BatchOrder.__new__(BatchOrder)
     order.n, order.gen = n, torch.Generator()
@@ -405,19 +424,7 @@ def train(
                 loss.backward()
             else:
                 draws = loss_fn.draw((settings.batch_size, *x.shape[1:]), gens["loss"])
-                total = None
-                for k, (lo, hi) in enumerate(chunks):
-                    part = tuple(d[rank_lo + lo : rank_lo + hi] for d in draws)
-                    # DDP all-reduces on the last pass only; it averages over ranks, so each
-                    # pass's mean loss is weighted by its share of the global batch times W.
-                    sync = k == len(chunks) - 1 or not group.distributed
-                    with contextlib.nullcontext() if sync else train_model.no_sync():
-                        with torch.autocast(**autocast):
-                            loss = loss_fn.compute(train_model, x[lo:hi], part)
-                        (loss * ((hi - lo) * group.world / settings.batch_size)).backward()
-                    piece = loss.detach() * ((hi - lo) / settings.batch_size)
-                    total = piece if total is None else total + piece
-                pending.append(total)
+                pending.append(accumulate_gradients(train_model, loss_fn, x, draws, rank_lo, chunks, settings.batch_size, group, autocast))
             apply_update(model, optimizer, ema, settings)
             step += 1
             assert step == step_no, (step, step_no)
