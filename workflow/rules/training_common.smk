@@ -63,3 +63,9 @@ def train_threads(execution):
     """2 CPUs for the one-process default (as always); 4 per process for torchrun runs (each
     rank gets threads / processes for torch, and its DataLoader workers share them)."""
     return 2 if execution["processes"] == 1 else 4 * execution["processes"]
+
+
+# Checked when the workflow loads, so `snakemake -n` stops with one line before any job runs.
+execution_of(config["training"], "training")
+for _task, _cfg in config["dirac"]["tasks"].items():
+    execution_of({**config["training"], **_cfg.get("training", {})}, f"dirac.tasks.{_task}.training")
