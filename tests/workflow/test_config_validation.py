@@ -42,6 +42,7 @@ MISTAKES = [
     ("blur operator under the inpaint task", lambda c: _set(c, "tasks.inpaint.operator", c["tasks"]["deblur"]["operator"]), "tasks.inpaint"),
     ("folder dataset without root", lambda c: _set(c, "datasets.photos.source", {"kind": "folders", "train": {"protocol": "plain"}, "val": {"protocol": "plain", "root": "x"}, "test": {"protocol": "plain", "root": "x"}}), "root"),
     ("negative learning rate", lambda c: _set(c, "training.lr", -1e-4), "training.lr"),
+    ("processes that do not divide the batch", lambda c: _set(c, "training.execution.processes", 5), "training.execution.processes"),
 ]
 
 

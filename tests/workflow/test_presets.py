@@ -45,7 +45,7 @@ def lay_out_fake_inputs(preset: dict, workdir) -> None:
 def test_preset_plans_the_full_dag_with_gpus_for_training(preset_path, tmp_path):
     preset = yaml.safe_load(preset_path.read_text())
     lay_out_fake_inputs(preset, tmp_path)
-    proc = snakemake("-n", config=preset_path, workdir=tmp_path, timeout=300)
+    proc = snakemake("-n", "-p", config=preset_path, workdir=tmp_path, timeout=300)
     out = proc.stdout + proc.stderr
     counts = job_counts(out)
     n_tasks = len(preset["tasks"])
@@ -59,10 +59,14 @@ def test_preset_plans_the_full_dag_with_gpus_for_training(preset_path, tmp_path)
         assert counts.get(f"tune_{method}") == n_tasks and counts.get(f"sample_{method}") == n_tasks
     assert counts.get("metrics") == n_tasks * (len(preset["methods"]) + 1)  # + the measurement row
     assert counts.get("tables") == 1
-    # Training asks Slurm/Snakemake for a GPU: the dry run shows the resource on every such job.
+    # Training asks Slurm/Snakemake for one GPU per data-parallel process and launches them
+    # with torchrun: the dry run shows both on every such job.
+    procs = preset["training"]["execution"]["processes"]
+    assert procs > 1
     blocks = re.split(r"\n(?=(?:local)?rule )", out)
     train_blocks = [b for b in blocks if b.startswith("rule train_dirac:")]
-    assert train_blocks and all(re.search(r"resources:.*\bgpu=1\b", b) for b in train_blocks)
+    assert train_blocks and all(re.search(rf"resources:.*\bgpu={procs}\b", b) for b in train_blocks)
+    assert all(f"launch='torchrun --standalone --nproc_per_node {procs}'" in b for b in train_blocks)
     assert {r for r, _ in planned_jobs(out)} >= {"train_dirac", "sample_dps", "figure", "all"}
 
 

@@ -25,7 +25,7 @@ rule train_prior:
             lambda w: {
                 "network": config["training"]["network"],
                 "image_size": config["datasets"][w.dataset]["image_size"],
-                "training": {**config["training"], "seed": config["seed"]},
+                "training": {**science_training(config["training"]), "seed": config["seed"]},
                 "loss": {k: config["prior"][k] for k in ("beta_start", "beta_end", "num_timesteps")},
             }
         ),
@@ -36,15 +36,24 @@ rule train_prior:
         bench("train_prior", "{dataset}")
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    threads: lambda w: train_threads(prior_execution(w))
     resources:
-        mem_mb=8000,
+        # As train_dirac: execution settings as resources; mem_mb covers the resume state.
+        mem_mb=lambda w, input: train_mem_mb("ddpm", config["training"], config["datasets"][w.dataset]["image_size"], prior_execution(w), input.size_mb),
         runtime=240,
-        gpu=1,
+        gpu=lambda w: prior_execution(w)["processes"],
+        train_procs=lambda w: prior_execution(w)["processes"],
+        micro_batch=lambda w: prior_execution(w)["micro_batch"],
+        activation_checkpointing=lambda w: int(prior_execution(w)["activation_checkpointing"]),
+        data_workers=lambda w: prior_execution(w)["data_workers"],
     shell:
-        "python -m diracbench.train --kind ddpm --settings {params.settings:q} --data {input.data:q} "
+        # One process: plain python. Several: torchrun on this node (README: Training at scale).
+        "if [ {resources.train_procs} -gt 1 ]; then launch='torchrun --standalone --nproc_per_node {resources.train_procs}'; "
+        "else launch=python; fi; "
+        "$launch -m diracbench.train --kind ddpm --settings {params.settings:q} --data {input.data:q} "
         "--weights {output.weights:q} --log-csv {output.log_csv:q} --state-root {params.state_root:q} "
-        "--time-budget-min {resources.runtime} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
+        "--micro-batch {resources.micro_batch} --activation-checkpointing {resources.activation_checkpointing} "
+        "--data-workers {resources.data_workers} --time-budget-min {resources.runtime} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule tune_dps:

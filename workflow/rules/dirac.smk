@@ -67,16 +67,26 @@ rule train_dirac:
         bench("train_dirac", "{dataset}_{task}_dt{dt}")
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    threads: lambda w: train_threads(dirac_execution(w))
     resources:
-        mem_mb=8000,
+        # Execution settings (training.execution) travel as resources: changing them never
+        # reruns a finished model. mem_mb covers the resume state (training_common.smk).
+        mem_mb=lambda w, input: train_mem_mb("dirac", dirac_training(w), config["datasets"][w.dataset]["image_size"], dirac_execution(w), input.size_mb),
         runtime=240,
-        gpu=1,
+        gpu=lambda w: dirac_execution(w)["processes"],
+        train_procs=lambda w: dirac_execution(w)["processes"],
+        micro_batch=lambda w: dirac_execution(w)["micro_batch"],
+        activation_checkpointing=lambda w: int(dirac_execution(w)["activation_checkpointing"]),
+        data_workers=lambda w: dirac_execution(w)["data_workers"],
     shell:
-        "python -m diracbench.train --kind dirac --settings {params.settings:q} --data {input.data:q} "
+        # One process: plain python. Several: torchrun on this node (README: Training at scale).
+        "if [ {resources.train_procs} -gt 1 ]; then launch='torchrun --standalone --nproc_per_node {resources.train_procs}'; "
+        "else launch=python; fi; "
+        "$launch -m diracbench.train --kind dirac --settings {params.settings:q} --data {input.data:q} "
         "--input operator={input.operator:q} --input schedule={input.schedule:q} "
         "--weights {output.weights:q} --log-csv {output.log_csv:q} --state-root {params.state_root:q} "
-        "--time-budget-min {resources.runtime} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
+        "--micro-batch {resources.micro_batch} --activation-checkpointing {resources.activation_checkpointing} "
+        "--data-workers {resources.data_workers} --time-budget-min {resources.runtime} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule tune_dirac:

@@ -1,6 +1,9 @@
 # Helpers of workflow/rules/dirac.smk (kept apart so rule files hold rules only).
 import shlex
 
+include: "training_common.smk"
+
+
 DIRAC_VARIANTS = [m.split("-", 1)[1] for m in METHODS if m in ("dirac-po", "dirac-do")]
 DIRAC_CODE = ("dirac", "operators", "nn", "methods/__init__.py", "methods/base.py", "methods/dirac.py", "metrics/__init__.py", "metrics/perceptual.py", "metrics/backbones.py", "seeding.py", "runtime.py")
 
@@ -45,7 +48,7 @@ def dirac_train_settings(wildcards):
     dt = float(wildcards.dt)
     if dt not in [float(v) for v in dirac_task(wildcards.task)["look_aheads"]]:
         raise WorkflowError(f"no Dirac model with look-ahead {dt} is configured for {wildcards.task} (dirac.tasks.{wildcards.task}.look_aheads)")
-    training = {**config["training"], **dirac_task(wildcards.task).get("training", {}), "seed": config["seed"]}
+    training = {**science_training(dirac_training(wildcards)), "seed": config["seed"]}
     return {
         "network": training["network"],
         "image_size": config["datasets"][wildcards.dataset]["image_size"],
