@@ -28,7 +28,6 @@ from diracbench.methods import load_method
 from diracbench.methods.base import RunContext, empty_trajectory, load_problem
 from diracbench.provenance import write_provenance
 from diracbench.runtime import configure_threads, device_description, resolve_device
-from diracbench.train import parse_inputs
 
 
 def read_tuned(arg: str | None) -> dict:
@@ -70,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         extra_out[name] = Path(path)
     problem = load_problem(args.operator, args.measurements, args.split, device).subset(s.get("max_images"))
     hparams = {**s.get("hparams", {}), **read_tuned(args.tuned)}
-    ctx = RunContext(device=device, threads=args.threads, seed=int(s.get("seed", 0)), inputs=parse_inputs(args.input))
+    ctx = RunContext(device=device, threads=args.threads, seed=int(s.get("seed", 0)), inputs=cli.parse_inputs(args.input))
     start = time.perf_counter()
     recon = method.reconstruct(problem, hparams, ctx)
     wall = time.perf_counter() - start

@@ -69,18 +69,6 @@ def state_key(kind: str, settings: dict, data_manifest: Path | None, inputs: dic
     return f"{kind}-{settings_hash(parts)}"
 
 
-def parse_inputs(items: list[str]) -> dict[str, Path]:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise UserError(f"--input {item!r}: expected name=path")
-        name, path = item.split("=", 1)
-        if not Path(path).is_file():
-            raise UserError(f"--input {name}={path}: no such file; run the rule that makes it first")
-        out[name] = Path(path)
-    return out
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     parser = cli.base_parser("python -m diracbench.train", __doc__.splitlines()[0])
     parser.add_argument("--kind", required=True, choices=sorted(LOSS_FACTORIES))
@@ -97,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for key in ("network", "image_size", "training", "loss"):
         if key not in s:
             raise UserError(f"--settings lacks {key!r}")
-    inputs = parse_inputs(args.input)
+    inputs = cli.parse_inputs(args.input)
     images = load_split(args.data)
     if images.shape[-1] != s["image_size"]:
         raise UserError(f"{args.data} holds {images.shape[-1]}px images but the settings say image_size {s['image_size']}; rerun prepare_data")

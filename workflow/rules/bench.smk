@@ -19,7 +19,7 @@ include: "bench_common.smk"
 rule bench_methods:
     input:
         unpack(bench_method_inputs),
-        code=code("bench", "methods", "sample.py", "train.py", "dirac", "prior", "nn", "operators", "data", "scico_ops.py", "metrics/__init__.py", "metrics/perceptual.py", "metrics/backbones.py", "seeding.py", "runtime.py"),
+        code=code("bench.__main__", *method_modules(METHODS)),
     output:
         csv="results/bench/methods.csv",
     params:
@@ -37,15 +37,15 @@ rule bench_methods:
         runtime=60,
         gpu=1,
     shell:
-        "python -m diracbench.bench methods --settings {params.settings:q} {params.inputs} --out {output.csv} "
-        "--threads {threads} > {log} 2>&1"
+        "python -m diracbench.bench methods --settings {params.settings:q} {params.inputs} --out {output.csv:q} "
+        "--threads {threads} > {log:q} 2>&1"
 
 
 rule bench_batching:
     input:
         unpack(bench_batching_inputs),
         after=rules.bench_methods.output.csv,
-        code=code("bench", "dirac", "nn", "operators", "data", "seeding.py", "runtime.py"),
+        code=code("bench.__main__"),
     output:
         csv="results/bench/batching.csv",
     params:
@@ -63,15 +63,15 @@ rule bench_batching:
         runtime=30,
         gpu=1,
     shell:
-        "python -m diracbench.bench batching --settings {params.settings:q} {params.inputs} --out {output.csv} "
-        "--threads {threads} > {log} 2>&1"
+        "python -m diracbench.bench batching --settings {params.settings:q} {params.inputs} --out {output.csv:q} "
+        "--threads {threads} > {log:q} 2>&1"
 
 
 rule bench_pipeline:
     input:
         everything=all_targets,
         after=rules.bench_batching.output.csv,
-        code=code("bench"),
+        code=code("bench.__main__"),
     output:
         dry_run="results/bench/pipeline.csv",
         stages="results/bench/stages.csv",
@@ -94,8 +94,8 @@ rule bench_pipeline:
     shell:
         "python -m diracbench.bench pipeline --settings {params.settings:q} --snakefile {params.snakefile:q} "
         "--snakemake-python {params.python:q} --workdir . --target all --repeats {params.repeats} "
-        "--benchmarks results/benchmarks --out-dry-run {output.dry_run} --out-stages {output.stages} "
-        "--threads {threads} > {log} 2>&1"
+        "--benchmarks results/benchmarks --out-dry-run {output.dry_run:q} --out-stages {output.stages:q} "
+        "--threads {threads} > {log:q} 2>&1"
 
 
 rule bench_summary:
@@ -104,7 +104,7 @@ rule bench_summary:
         batching=rules.bench_batching.output.csv,
         dry_run=rules.bench_pipeline.output.dry_run,
         stages=rules.bench_pipeline.output.stages,
-        code=code("bench"),
+        code=code("bench.__main__"),
     output:
         md="results/bench/summary.md",
     params:
@@ -121,8 +121,8 @@ rule bench_summary:
         mem_mb=1000,
         runtime=5,
     shell:
-        "python -m diracbench.bench summary --settings {params.settings:q} --bench-dir {params.bench_dir} "
-        "--out {output.md} --threads {threads} > {log} 2>&1"
+        "python -m diracbench.bench summary --settings {params.settings:q} --bench-dir {params.bench_dir:q} "
+        "--out {output.md:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule bench:

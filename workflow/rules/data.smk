@@ -3,7 +3,7 @@
 
 rule prepare_data:
     input:
-        code=code("data", "runtime.py"),
+        code=code("data.__main__"),
     output:
         **{f"{split}": f"results/{{dataset}}/data/{split}.npy" for split in ("train", "val", "test")},
         **{f"{split}_manifest": f"results/{{dataset}}/data/{split}_manifest.csv" for split in ("train", "val", "test")},
@@ -21,8 +21,8 @@ rule prepare_data:
         mem_mb=4000,
         runtime=60,
     shell:
-        "python -m diracbench.data --settings {params.settings:q} --out-dir {params.out_dir} "
-        "--threads {threads} > {log} 2>&1"
+        "python -m diracbench.data --settings {params.settings:q} --out-dir {params.out_dir:q} "
+        "--threads {threads} > {log:q} 2>&1"
 
 
 rule measure:
@@ -31,7 +31,7 @@ rule measure:
         test=rules.prepare_data.output.test,
         val_manifest=rules.prepare_data.output.val_manifest,
         test_manifest=rules.prepare_data.output.test_manifest,
-        code=code("measure.py", "operators", "data", "seeding.py", "runtime.py"),
+        code=code("measure"),
     output:
         operator="results/{dataset}/{task}/operator.json",
         val="results/{dataset}/{task}/measurements/val.npz",
@@ -60,8 +60,8 @@ rule measure:
         mem_mb=2000,
         runtime=30,
     shell:
-        "python -m diracbench.measure --settings {params.settings:q} --data-dir {params.data_dir} "
-        "--out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
+        "python -m diracbench.measure --settings {params.settings:q} --data-dir {params.data_dir:q} "
+        "--out-dir {params.out_dir:q} --threads {threads} > {log:q} 2>&1"
 
 
 FINAL_TARGETS.extend(

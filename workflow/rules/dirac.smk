@@ -12,8 +12,8 @@ rule schedule:
     input:
         unpack(schedule_file),
         train="results/{dataset}/data/train.npy",
-        operator="results/{dataset}/{task}/operator.json",
-        code=code("schedule", "operators", "data", "metrics/__init__.py", "metrics/perceptual.py", "metrics/backbones.py", "seeding.py", "runtime.py"),
+        operator=rules.measure.output.operator,
+        code=code("schedule.__main__"),
     output:
         table="results/{dataset}/{task}/schedule/schedule.csv",
         iterations="results/{dataset}/{task}/schedule/iterations.csv",
@@ -27,7 +27,7 @@ rule schedule:
                 "lpips": lpips_settings() if config["tasks"][w.task]["schedule"].get("metric") == "lpips" else None,
             }
         ),
-        file=lambda w, input: f"--file {input.file}" if "file" in input.keys() else "",
+        file=lambda w, input: f"--file {shlex.quote(input.file)}" if "file" in input.keys() else "",
         out_dir=folder_of("table"),
     log:
         log("schedule", "{dataset}_{task}"),
@@ -40,17 +40,17 @@ rule schedule:
         mem_mb=4000,
         runtime=30,
     shell:
-        "python -m diracbench.schedule --settings {params.settings:q} --train {input.train} "
-        "--operator {input.operator} {params.file} --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
+        "python -m diracbench.schedule --settings {params.settings:q} --train {input.train:q} "
+        "--operator {input.operator:q} {params.file} --out-dir {params.out_dir:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule train_dirac:
     input:
         data="results/{dataset}/data/train.npy",
         manifest="results/{dataset}/data/train_manifest.csv",
-        operator="results/{dataset}/{task}/operator.json",
+        operator=rules.measure.output.operator,
         schedule=rules.schedule.output.table,
-        code=code("train.py", "training", "nn", "dirac", "operators", "data", "runtime.py"),
+        code=code("train", "dirac.loss"),
     output:
         weights="results/{dataset}/{task}/models/dirac-dt{dt}/weights.pt",
         log_csv="results/{dataset}/{task}/models/dirac-dt{dt}/train_log.csv",
@@ -71,19 +71,19 @@ rule train_dirac:
         runtime=240,
         gpu=1,
     shell:
-        "python -m diracbench.train --kind dirac --settings {params.settings:q} --data {input.data} "
-        "--input operator={input.operator} --input schedule={input.schedule} "
-        "--weights {output.weights} --log-csv {output.log_csv} --state-root {params.state_root} "
-        "--time-budget-min {resources.runtime} --threads {threads} > {log} 2>&1"
+        "python -m diracbench.train --kind dirac --settings {params.settings:q} --data {input.data:q} "
+        "--input operator={input.operator:q} --input schedule={input.schedule:q} "
+        "--weights {output.weights:q} --log-csv {output.log_csv:q} --state-root {params.state_root:q} "
+        "--time-budget-min {resources.runtime} --threads {threads} > {log:q} 2>&1"
 
 
 rule tune_dirac:
     input:
         unpack(dirac_models),
-        operator="results/{dataset}/{task}/operator.json",
-        measurements="results/{dataset}/{task}/measurements/val.npz",
+        operator=rules.measure.output.operator,
+        measurements=rules.measure.output.val,
         schedule=rules.schedule.output.table,
-        code=code("tune.py", "train.py", *DIRAC_CODE),
+        code=code("tune", *method_modules(DIRAC_METHODS)),
     output:
         chosen="results/{dataset}/{task}/dirac/tuning/chosen.yaml",
         grid="results/{dataset}/{task}/dirac/tuning/grid.csv",
@@ -113,25 +113,25 @@ rule tune_dirac:
         gpu=1,
     shell:
         "python -m diracbench.tune --method dirac-po --settings {params.settings:q} "
-        "--operator {input.operator} --measurements {input.measurements} {params.models} "
-        "--input schedule={input.schedule} --out-chosen {output.chosen} --out-grid {output.grid} "
-        "--out-trajectory {output.trajectory} --threads {threads} > {log} 2>&1"
+        "--operator {input.operator:q} --measurements {input.measurements:q} {params.models} "
+        "--input schedule={input.schedule:q} --out-chosen {output.chosen:q} --out-grid {output.grid:q} "
+        "--out-trajectory {output.trajectory:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule sample_dirac:
     input:
         unpack(lambda w: dirac_models(w, (w.variant,))),
-        operator="results/{dataset}/{task}/operator.json",
-        measurements="results/{dataset}/{task}/measurements/test.npz",
+        operator=rules.measure.output.operator,
+        measurements=rules.measure.output.test,
         schedule=rules.schedule.output.table,
         chosen=rules.tune_dirac.output.chosen,
-        code=code("sample.py", "train.py", *DIRAC_CODE),
+        code=code("sample", *method_modules(DIRAC_METHODS)),
     output:
         recon="results/{dataset}/{task}/dirac-{variant}/recon/test.npz",
         trajectory="results/{dataset}/{task}/dirac-{variant}/recon/trajectory.csv",
         posterior="results/{dataset}/{task}/dirac-{variant}/recon/posterior_samples.npz",
     wildcard_constraints:
-        variant="po|do",
+        variant="|".join(DIRAC_VARIANTS_ALL),
     params:
         settings=settings(dirac_sample_settings),
         models=dirac_model_args,
@@ -148,9 +148,9 @@ rule sample_dirac:
         gpu=1,
     shell:
         "python -m diracbench.sample --method dirac-{wildcards.variant} --settings {params.settings:q} "
-        "--operator {input.operator} --measurements {input.measurements} --tuned {input.chosen}:{wildcards.variant} "
-        "{params.models} --input schedule={input.schedule} --out {output.recon} --trajectory {output.trajectory} "
-        "--extra-out posterior_samples={output.posterior} --threads {threads} > {log} 2>&1"
+        "--operator {input.operator:q} --measurements {input.measurements:q} --tuned {input.chosen:q}:{wildcards.variant} "
+        "{params.models} --input schedule={input.schedule:q} --out {output.recon:q} --trajectory {output.trajectory:q} "
+        "--extra-out posterior_samples={output.posterior:q} --threads {threads} > {log:q} 2>&1"
 
 
 FINAL_TARGETS.extend(

@@ -11,12 +11,7 @@ include: "report_common.smk"
 rule metrics:
     input:
         unpack(metrics_inputs),
-        code=code(
-            *(f"metrics/{f}" for f in ("__init__.py", "__main__.py", "backbones.py", "evaluate.py", "image_quality.py", "perceptual.py")),
-            "operators",
-            "runtime.py",
-            "seeding.py",
-        ),
+        code=code("metrics.__main__", *metric_modules()),
     output:
         per_image="results/{dataset}/{task}/{method}/metrics/per_image.csv",
         aggregate="results/{dataset}/{task}/{method}/metrics/aggregate.csv",
@@ -51,14 +46,14 @@ rule metrics:
         mem_mb=6000,
         runtime=30,
     shell:
-        "python -m diracbench.metrics --settings {params.settings:q} --task-dir {params.task_dir} {params.recon} "
-        "--out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
+        "python -m diracbench.metrics --settings {params.settings:q} --task-dir {params.task_dir:q} {params.recon} "
+        "--out-dir {params.out_dir:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule tables:
     input:
         aggregates=table_aggregates,
-        code=code("tables.py"),
+        code=code("tables"),
     output:
         md="results/tables/{dataset}.md",
         tex="results/tables/{dataset}.tex",
@@ -71,7 +66,7 @@ rule tables:
             labels={"dataset": "{dataset}", "table": "Table 1 (md/tex/csv beside it)"},
         ),
     params:
-        settings=settings(lambda w: {"dataset": w.dataset, "tasks": TASKS, "methods": METHODS, "seed": config["seed"]}),
+        settings=settings(lambda w: {"dataset": w.dataset, "tasks": TASKS, "methods": METHODS, "seed": config["seed"], "method_labels": method_labels(METHODS)}),
         out_stem=lambda w, output: os.path.splitext(output.csv)[0],
     log:
         log("tables", "{dataset}"),
@@ -84,14 +79,14 @@ rule tables:
         mem_mb=1000,
         runtime=10,
     shell:
-        "python -m diracbench.tables --settings {params.settings:q} --aggregates {input.aggregates} "
-        "--out-stem {params.out_stem} --threads {threads} > {log} 2>&1"
+        "python -m diracbench.tables --settings {params.settings:q} --aggregates {input.aggregates:q} "
+        "--out-stem {params.out_stem:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule figure:
     input:
         unpack(lambda w: figure_inputs(FIGURE_OF[w.name], w.dataset, w.task)),
-        code=code("figures.py", "operators"),
+        code=code("figures"),
     output:
         png=report(
             "results/figures/{dataset}_{task}_{name}.png",
@@ -120,13 +115,13 @@ rule figure:
         runtime=10,
     shell:
         "python -m diracbench.figures {params.figure} --settings {params.settings:q} {params.inputs} "
-        "--out-stem {params.out_stem} --threads {threads} > {log} 2>&1"
+        "--out-stem {params.out_stem:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule figure_schedules:
     input:
         unpack(lambda w: figure_inputs("schedules", w.dataset)),
-        code=code("figures.py", "operators"),
+        code=code("figures"),
     output:
         png=report(
             "results/figures/{dataset}_fig7_schedules.png",
@@ -137,7 +132,7 @@ rule figure_schedules:
         ),
         pdf="results/figures/{dataset}_fig7_schedules.pdf",
     params:
-        settings=settings(figure_settings),
+        settings=settings(lambda w: {**figure_settings(w), "schedules": schedule_sources()}),
         inputs=figure_args,
         out_stem=lambda w, output: os.path.splitext(output.png)[0],
     log:
@@ -152,7 +147,7 @@ rule figure_schedules:
         runtime=10,
     shell:
         "python -m diracbench.figures schedules --settings {params.settings:q} {params.inputs} "
-        "--out-stem {params.out_stem} --threads {threads} > {log} 2>&1"
+        "--out-stem {params.out_stem:q} --threads {threads} > {log:q} 2>&1"
 
 
 # One provenance.json per folder: commit, packages, config hash, seeds, and each file's record.
@@ -163,7 +158,7 @@ rule folder_provenance:
             if w.folder == "tables"
             else [f for png in available_figures() for f in (png, png[: -len(".png")] + ".pdf")]
         ),
-        code=code("metrics/folder_provenance.py"),
+        code=code("metrics.folder_provenance"),
     output:
         "results/{folder}/provenance.json",
     wildcard_constraints:
@@ -181,8 +176,8 @@ rule folder_provenance:
         mem_mb=500,
         runtime=5,
     shell:
-        "python -m diracbench.metrics.folder_provenance --settings {params.settings:q} --files {input.files} "
-        "--out {output} > {log} 2>&1"
+        "python -m diracbench.metrics.folder_provenance --settings {params.settings:q} --files {input.files:q} "
+        "--out {output:q} > {log:q} 2>&1"
 
 
 FINAL_TARGETS.append(evaluation_targets)

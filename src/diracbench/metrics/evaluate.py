@@ -21,12 +21,13 @@ import torch
 from diracbench.errors import UserError
 from diracbench.io import read_npz
 
+from diracbench.metrics.registry import METRICS, per_image_metrics, set_metrics
+
 REFERENCE_METHOD = "y"
 
-# Per-image columns of per_image.csv, in order; `higher` says which direction is better.
-PER_IMAGE_METRICS = ("psnr", "ssim", "lpips", "dc", "dc_ratio", "nfe", "seconds")
-SET_METRICS = ("fd_vgg", "fid")
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "lpips": False, "fd_vgg": False, "fid": False}
+# Per-image columns of per_image.csv and the set-level rows of aggregate.csv, in registry order.
+PER_IMAGE_METRICS = per_image_metrics()
+SET_METRICS = set_metrics()
 
 
 @dataclass
@@ -133,58 +134,110 @@ def aggregate(per_image: pd.DataFrame, set_values: dict[str, tuple[float, str]],
     return pd.DataFrame(rows)
 
 
-def score(recon: Recon, meas: Measurements, idx: np.ndarray, operator, sigma_1: float, settings: dict, device: torch.device) -> tuple[pd.DataFrame, dict[str, tuple[float, str]], dict[str, str]]:
-    """Per-image metrics, the set-level distances, and notes describing each protocol."""
-    from diracbench.metrics.image_quality import data_consistency, psnr, ssim
-    from diracbench.metrics.perceptual import LPIPSMetric, VGGFeatures, compute_fid, frechet_distance, inception_available
+@dataclass
+class ScoreBatch:
+    """What a registered metric function sees: one method's reconstructions of some test images."""
 
-    x = meas.x[idx]
-    y = meas.y[idx]
-    x_hat = recon.x_hat
-    size = int(min(x.shape[-2:]))
-    lp = LPIPSMetric(settings["lpips_net"], settings["lpips_upsample_below"], device=device, batch_size=settings["batch_size"])
-    dc = data_consistency(y, x_hat, operator)
+    recon: Recon
+    x: np.ndarray  # ground truth of the reconstructed images (matched by name)
+    y: np.ndarray  # their measurements
+    operator: object  # A_1 (LinearOperator)
+    sigma_1: float
+    settings: dict  # the metrics rule's settings (lpips_net, lpips_upsample_below, fid, batch_size, ...)
+    device: torch.device
+    values: dict = field(default_factory=dict)  # per-image values computed so far, by metric
+    cache: dict = field(default_factory=dict)  # shared networks (LPIPS, VGG features)
+
+    @property
+    def x_hat(self) -> np.ndarray:
+        return self.recon.x_hat
+
+    @property
+    def size(self) -> int:
+        return int(min(self.x.shape[-2:]))
+
+    def lpips_metric(self):
+        from diracbench.metrics.perceptual import LPIPSMetric
+
+        if "lpips" not in self.cache:
+            s = self.settings
+            self.cache["lpips"] = LPIPSMetric(s["lpips_net"], s["lpips_upsample_below"], device=self.device, batch_size=s["batch_size"])
+        return self.cache["lpips"]
+
+
+def score_psnr(b: ScoreBatch) -> tuple[np.ndarray, str]:
+    from diracbench.metrics.image_quality import psnr
+
+    return psnr(b.x_hat, b.x), "data range 1, outputs clipped to [0, 1]"
+
+
+def score_ssim(b: ScoreBatch) -> tuple[np.ndarray, str]:
+    from diracbench.metrics.image_quality import ssim
+
+    return ssim(b.x_hat, b.x), "scikit-image, Gaussian 11x11 window, sigma 1.5, data range 1"
+
+
+def score_lpips(b: ScoreBatch) -> tuple[np.ndarray, str]:
+    lp = b.lpips_metric()
+    return lp(b.x_hat, b.x).numpy().astype(np.float64), lp.describe(b.size)
+
+
+def score_dc(b: ScoreBatch) -> tuple[np.ndarray, str]:
+    from diracbench.metrics.image_quality import data_consistency
+
+    return data_consistency(b.y, b.x_hat, b.operator), f"mean (y - A_1(x_hat))^2 per image; noise floor sigma_1^2 = {b.sigma_1**2:.6g}"
+
+
+def score_dc_ratio(b: ScoreBatch) -> tuple[np.ndarray, str]:
+    dc = b.values["dc"] if "dc" in b.values else score_dc(b)[0]
+    return dc / b.sigma_1**2, "data consistency / sigma_1^2 (1 = consistent up to the noise)"
+
+
+def score_nfe(b: ScoreBatch) -> tuple[np.ndarray, str]:
+    return b.recon.nfe, ""
+
+
+def score_seconds(b: ScoreBatch) -> tuple[np.ndarray, str]:
+    return b.recon.seconds, ""
+
+
+def score_fd_vgg(b: ScoreBatch) -> tuple[float, str]:
+    from diracbench.metrics.perceptual import VGGFeatures, frechet_distance
+
+    if len(b.x) < 2:
+        return math.nan, "needs at least 2 images"
+    s = b.settings
+    feats = VGGFeatures(s["lpips_upsample_below"], device=b.device, batch_size=s["batch_size"])
+    k = b.lpips_metric().upsample_factor(b.size)
+    note = f"FD-VGG (not FID): Fréchet distance of ImageNet VGG16 relu5_3 average-pooled features (backbone from {feats.source})" + (f", {b.size} px images upsampled {k}x" if k > 1 else "")
+    return frechet_distance(feats(b.x_hat).numpy(), feats(b.x).numpy()), note
+
+
+def score_fid(b: ScoreBatch) -> tuple[float, str]:
+    from diracbench.metrics.perceptual import compute_fid, inception_available
+
+    if not b.settings["fid"]:
+        return math.nan, "FID disabled in the config (metrics.fid: false)"
+    ok, why = inception_available()
+    if not ok:
+        return math.nan, f"unavailable: {why}"
+    if len(b.x) < 2:
+        return math.nan, "needs at least 2 images"
+    value = compute_fid(b.x_hat, b.x, device=b.device, batch_size=b.settings["batch_size"])
+    return value, f"clean-fid ('clean' mode, 8-bit PNGs), reconstructions vs the ground truth of the same test images; {why}"
+
+
+def score(recon: Recon, meas: Measurements, idx: np.ndarray, operator, sigma_1: float, settings: dict, device: torch.device) -> tuple[pd.DataFrame, dict[str, tuple[float, str]], dict[str, str]]:
+    """Every registered metric: per-image values, the set-level values, and each protocol's note."""
+    batch = ScoreBatch(recon, meas.x[idx], meas.y[idx], operator, sigma_1, settings, device)
+    notes: dict[str, str] = {}
+    for name in PER_IMAGE_METRICS:
+        values, note = METRICS[name].compute()(batch)
+        batch.values[name] = np.asarray(values)
+        if note:
+            notes[name] = note
     per_image = pd.DataFrame(
-        {
-            "dataset": settings["dataset"],
-            "task": settings["task"],
-            "method": settings["method"],
-            "image": idx,
-            "name": recon.names,
-            "psnr": psnr(x_hat, x),
-            "ssim": ssim(x_hat, x),
-            "lpips": lp(x_hat, x).numpy().astype(np.float64),
-            "dc": dc,
-            "dc_ratio": dc / sigma_1**2,
-            "nfe": recon.nfe,
-            "seconds": recon.seconds,
-        }
+        {"dataset": settings["dataset"], "task": settings["task"], "method": settings["method"], "image": idx, "name": recon.names, **batch.values}
     )
-    notes = {
-        "lpips": lp.describe(size),
-        "dc": f"mean (y - A_1(x_hat))^2 per image; noise floor sigma_1^2 = {sigma_1**2:.6g}",
-        "dc_ratio": "data consistency / sigma_1^2 (1 = consistent up to the noise)",
-        "ssim": "scikit-image, Gaussian 11x11 window, sigma 1.5, data range 1",
-        "psnr": "data range 1, outputs clipped to [0, 1]",
-    }
-    set_values: dict[str, tuple[float, str]] = {}
-    n = len(x)
-    feats = VGGFeatures(settings["lpips_upsample_below"], device=device, batch_size=settings["batch_size"])
-    k = lp.upsample_factor(size)
-    fd_note = f"FD-VGG (not FID): Fréchet distance of ImageNet VGG16 relu5_3 average-pooled features (backbone from {feats.source})" + (f", {size} px images upsampled {k}x" if k > 1 else "")
-    if n >= 2:
-        set_values["fd_vgg"] = (frechet_distance(feats(x_hat).numpy(), feats(x).numpy()), fd_note)
-    else:
-        set_values["fd_vgg"] = (math.nan, "needs at least 2 images")
-    if not settings["fid"]:
-        set_values["fid"] = (math.nan, "FID disabled in the config (metrics.fid: false)")
-    else:
-        ok, why = inception_available()
-        if not ok:
-            set_values["fid"] = (math.nan, f"unavailable: {why}")
-        elif n < 2:
-            set_values["fid"] = (math.nan, "needs at least 2 images")
-        else:
-            value = compute_fid(x_hat, x, device=device, batch_size=settings["batch_size"])
-            set_values["fid"] = (value, f"clean-fid ('clean' mode, 8-bit PNGs), reconstructions vs the ground truth of the same test images; {why}")
+    set_values = {name: METRICS[name].compute()(batch) for name in SET_METRICS}
     return per_image, set_values, notes
