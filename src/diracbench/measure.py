@@ -81,8 +81,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         out.write_text(args.out_dir / "operator.json", json.dumps(spec, indent=2) + "\n")
         for split, arrays in results.items():
-            with open(out.path(args.out_dir / "measurements" / f"{split}.npz"), "wb") as fh:
-                np.savez(fh, **arrays)
+            out.write_npz(args.out_dir / "measurements" / f"{split}.npz", **arrays)
     for split, arrays in results.items():
         # PSNR of y is the reference row `y` of Table 1 (metrics), not computed here: measure
         # stays independent of the metric code, so editing a metric reruns no measurement.

@@ -80,12 +80,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if missing:
         raise UserError(f"{args.method} produced no extra output {missing} (it made {sorted(recon.extras)}); check the method's settings")
     with OutputSet() as out:
-        with open(out.path(args.out), "wb") as fh:
-            np.savez(fh, x_hat=recon.x_hat, names=np.array(problem.names), nfe=recon.nfe, seconds=recon.seconds)
+        out.write_npz(args.out, x_hat=recon.x_hat, names=np.array(problem.names), nfe=recon.nfe, seconds=recon.seconds)
         trajectory.to_csv(out.path(args.trajectory), index=False)
         for name, path in extra_out.items():
-            with open(out.path(path), "wb") as fh:
-                np.savez(fh, **recon.extras[name])
+            out.write_npz(path, **recon.extras[name])
     write_provenance(args.out, f"sample_{args.method}", {"settings": s, "hparams": hparams}, device=device_description(device), seeds=ctx.seed, extra={"wall_seconds": wall, "n_images": len(problem)})
     print(f"{args.method}: {len(problem)} images in {wall:.1f}s ({wall / max(len(problem), 1):.3f}s/image), mean NFE {recon.nfe.mean():.1f}", flush=True)
 

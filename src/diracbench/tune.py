@@ -103,9 +103,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         chosen, table = grid_search(method, problem, s, ctx)
     with OutputSet() as out:
-        import yaml
-
-        out.write_text(args.out_chosen, yaml.safe_dump(_plain(chosen), sort_keys=True))
+        out.write_yaml(args.out_chosen, chosen)
         table.to_csv(out.path(args.out_grid), index=False)
         if args.out_trajectory is not None:
             if trajectory is None:
@@ -113,17 +111,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             trajectory.to_csv(out.path(args.out_trajectory), index=False)
     write_provenance(args.out_chosen, f"tune_{args.method}", s, device=device_description(device), seeds=ctx.seed, extra={"seconds": time.perf_counter() - start, "n_images": len(problem)})
     print(f"{args.method}: chose {chosen} on {len(problem)} val images", flush=True)
-
-
-def _plain(obj):
-    """numpy scalars -> builtins, so the YAML stays readable."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
 
 
 if __name__ == "__main__":
