@@ -29,7 +29,7 @@ import torch
 from diracbench.bench.counters import NetworkCounter
 from diracbench.bench.machine import current_rss_mb, machine_info, peak_rss_mb, synchronize
 from diracbench.errors import UserError
-from diracbench.methods.registry import spec
+from diracbench.methods.registry import spec as method_spec
 from diracbench.metrics.image_quality import psnr
 
 COLUMNS = [
@@ -77,7 +77,7 @@ def run_one(spec: dict, device: torch.device, threads: int) -> dict:
     n = len(problem)
     x = problem.x.detach().cpu().clamp(0, 1).numpy()
     counts = counter.summary()
-    jax = spec(method).env == "scico"
+    jax = method_spec(method).env == "scico"
     note = ""
     if jax and method == "pnp-admm":
         note = "DnCNN runs in JAX (jit): torch hooks cannot see it; one DnCNN pass per ADMM iteration (nfe)"
