@@ -63,7 +63,7 @@ def test_preset_plans_the_full_dag_with_gpus_for_training(preset_path, tmp_path)
     blocks = re.split(r"\n(?=(?:local)?rule )", out)
     train_blocks = [b for b in blocks if b.startswith("rule train_dirac:")]
     assert train_blocks and all(re.search(r"resources:.*\bgpu=1\b", b) for b in train_blocks)
-    assert {r for r, _ in planned_jobs(out)} >= {"train_dirac", "sample_dps", "figure", "all"}
+    assert {r for r, _ in planned_jobs(out)} >= {"train_dirac", "sample_method_torch", "figure", "all"}
 
 
 def test_preset_without_its_checkpoint_fails_naming_it(tmp_path):

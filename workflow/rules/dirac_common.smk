@@ -64,7 +64,8 @@ def dirac_model_args(wildcards, input):
     args = []
     for name in input.keys():
         if name.startswith("model_dt"):
-            args.append("--input " + shlex.quote(f"model-dt{name[len('model_dt'):].replace('_', '.')}={input[name]}"))
+            item = f"model-dt{name[len('model_dt'):].replace('_', '.')}={input[name]}"
+            args.append(f"--input {shlex.quote(item)}")
     return " ".join(args)
 
 

@@ -37,7 +37,7 @@ def method_inputs(wildcards):
 
 
 def method_input_args(wildcards, input):
-    return " ".join("--input " + shlex.quote(f"{name}={input[name]}") for name in METHOD_SPECS[wildcards.method].inputs)
+    return " ".join(f"--input {shlex.quote(f'{name}={input[name]}')}" for name in METHOD_SPECS[wildcards.method].inputs)
 
 
 def method_resource(stage, key):
