@@ -33,6 +33,9 @@ include: "workflow/rules/report.smk"
 include: "workflow/rules/bench.smk"  # the `bench` target; not part of `all`
 
 
+include: "workflow/rules/plan.smk"  # the `plan` target (and the walltime check); not part of `all`
+
+
 rule all:
     default_target: True
     input:

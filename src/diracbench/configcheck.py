@@ -6,6 +6,8 @@ reported as one line naming the key and the fix. Pure Python, so `snakemake -n` 
 
 from __future__ import annotations
 
+import math
+
 from diracbench.errors import UserError
 
 
@@ -90,6 +92,11 @@ def _problems(config: dict):
                     yield f"{key}.kernel_size {op['kernel_size']} needs reflection padding of {op['kernel_size'] // 2} px, which datasets.{name}.image_size {size} cannot provide; use kernel_size < {2 * size}"
             if op.get("std_min", 0.3) >= op["std_max"]:
                 yield f"{key}.std_min must be below std_max"
+            # operators.blur truncates each kernel at radius floor(6 std + 0.5): a narrower window
+            # would cut the strongest blur silently, so the measurement would not be the one named.
+            radius = math.floor(6.0 * op["std_max"] + 0.5)
+            if op["kernel_size"] // 2 < radius:
+                yield f"{key}.kernel_size {op['kernel_size']} is narrower than the 6-std support of std_max {op['std_max']} (radius {radius} px); use kernel_size >= {2 * radius + 1} or lower std_max"
             if task != "deblur":
                 yield f"tasks.{task} uses a blur operator; blur belongs to the 'deblur' task"
         else:
@@ -97,6 +104,8 @@ def _problems(config: dict):
                 yield f"{key}.mask_std_min must be below mask_std_max"
             if task != "inpaint":
                 yield f"tasks.{task} uses a mask operator; masks belong to the 'inpaint' task"
+    yield from _dirac_steps(config)
+    yield from _batch_sizes(config)
     for name, ds in config["datasets"].items():
         src = ds["source"]
         if src["kind"] == "photos":
@@ -106,3 +115,80 @@ def _problems(config: dict):
                     if photo in seen:
                         yield f"datasets.{name}.source.splits: photo {photo!r} is in both {seen[photo]!r} and {split!r}; a photo may be in one split only"
                     seen[photo] = split
+
+
+def _dirac_steps(config: dict):
+    """Every Dirac sampler step must divide [0, 1] into whole steps (else tune_dirac fails after training)."""
+    for task, spec in config.get("dirac", {}).get("tasks", {}).items():
+        for variant in ("po", "do"):
+            dt = spec.get(variant, {}).get("dt")
+            if isinstance(dt, (int, float)) and dt > 0:
+                n = round(1.0 / dt)
+                if abs(n * dt - 1.0) > 1e-6:
+                    yield f"dirac.tasks.{task}.{variant}.dt {dt} does not divide 1 into whole steps; use e.g. {1.0 / max(n, 1):g} (1/dt must be a whole number)"
+
+
+def training_split_bound(name: str, ds: dict) -> int | None:
+    """An upper bound on the number of training images of a dataset, known without decoding it.
+
+    Photos: the tile positions of the training photos (flat tiles are dropped later, never added),
+    capped by `limits.train`. Folder datasets: None here; the Snakefile counts their listing.
+    """
+    src = ds["source"]
+    if src["kind"] != "photos":
+        return None
+    import importlib.util
+    from pathlib import Path
+
+    from PIL import Image
+
+    from diracbench.data.photos import PHOTOS
+
+    size, stride, scale = int(ds["image_size"]), int(src["train_stride"]), float(src["scale"])
+    positions = 0
+    for photo in src["splits"]["train"]:
+        if photo not in PHOTOS:
+            raise UserError(f"unknown photo {photo!r}")
+        package, files = PHOTOS[photo]
+        # Located, not imported (importing sklearn takes seconds): the DAG must stay fast.
+        spec = importlib.util.find_spec(package)
+        if spec is None or spec.origin is None:
+            raise UserError(f"package {package} is not installed")
+        folder = Path(spec.origin).parent / ("data" if package == "skimage" else "datasets/images")
+        for path in (folder / f for f in files):
+            if not path.is_file():
+                raise UserError(f"photo file {path} is missing")
+            with Image.open(path) as img:  # reads the header only
+                w, h = img.size
+            w, h = max(1, round(w * scale)), max(1, round(h * scale))
+            if w >= size and h >= size:
+                positions += ((h - size) // stride + 1) * ((w - size) // stride + 1)
+    limit = src.get("limits", {}).get("train")
+    return positions if limit is None else min(positions, int(limit))
+
+
+def batch_size_problems(config: dict, split_sizes: dict[str, int]) -> list[str]:
+    """`training.batch_size` (and each Dirac task's override) against every dataset's training split."""
+    sizes = [("training.batch_size", config["training"]["batch_size"])]
+    for task, spec in config.get("dirac", {}).get("tasks", {}).items():
+        override = spec.get("training", {}).get("batch_size")
+        if override is not None:
+            sizes.append((f"dirac.tasks.{task}.training.batch_size", override))
+    out = []
+    for name, n in split_sizes.items():
+        for key, batch in sizes:
+            if batch > n:
+                out.append(f"{key} {batch} is larger than the training split of datasets.{name} ({n} images at most); lower it or add training images")
+    return out
+
+
+def _batch_sizes(config: dict):
+    bounds = {}
+    for name, ds in config["datasets"].items():
+        try:
+            bound = training_split_bound(name, ds)
+        except UserError:
+            continue  # a missing photo is reported by its own check
+        if bound is not None:
+            bounds[name] = bound
+    yield from batch_size_problems(config, bounds)

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from diracbench import cli
+from diracbench.contracts import check_csv_complete
 from diracbench.errors import UserError
 from diracbench.methods.registry import display_name, method_order
 
@@ -87,6 +88,7 @@ def read_csv(path: Path, columns: Sequence[str], producer: str) -> pd.DataFrame:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise UserError(f"{path} lacks the columns {missing}; it was not written by {producer} — delete it and rerun")
+    check_csv_complete(path, producer)
     return df
 
 

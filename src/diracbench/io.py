@@ -8,6 +8,7 @@ half-written file that a later run (or Snakemake) could mistake for a finished o
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -34,6 +35,26 @@ def _temp_beside(final: Path) -> Path:
     return Path(tmp)
 
 
+def _disk_full(err: BaseException, folder: Path) -> bool:
+    """Did this write fail because the filesystem (or the user's quota) is full?"""
+    if isinstance(err, OSError) and err.errno is not None:
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    # torch.save ("iostream error", "unexpected pos") and numpy's tofile ("N requested and M
+    # written") report a short write without an errno; it is a full disk when the filesystem
+    # has no room left at that moment (the partial file still holds it).
+    if isinstance(err, (OSError, RuntimeError)):
+        try:
+            st = os.statvfs(folder)
+        except OSError:
+            return False
+        return st.f_bavail * st.f_frsize < (1 << 20)
+    return False
+
+
+def _no_space(final: Path) -> UserError:
+    return UserError(f"no space left on device while writing {final}; free space in {final.parent} (or quota) and rerun")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; move it into place only if the block succeeds."""
@@ -42,6 +63,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except (OSError, RuntimeError) as err:
+        if _disk_full(err, path.parent):
+            raise _no_space(path) from None
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -85,6 +110,9 @@ class OutputSet:
             if exc_type is None:
                 for tmp, final in self._pending:
                     os.replace(tmp, final)
+            elif self._pending and _disk_full(exc, self._pending[-1][1].parent):
+                # The file being written when the disk filled is the last one asked for.
+                raise _no_space(self._pending[-1][1]) from None
         finally:
             for tmp, _ in self._pending:
                 tmp.unlink(missing_ok=True)

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from diracbench import cli
+from diracbench.contracts import check_aggregate
 from diracbench.errors import UserError
 
 from diracbench.methods.registry import display_name, ordered
@@ -57,6 +58,7 @@ def read_aggregates(paths: Sequence[Path]) -> pd.DataFrame:
         missing = [c for c in AGG_COLUMNS if c not in df.columns]
         if missing:
             raise UserError(f"{path} lacks the columns {missing}; delete it and rerun the 'metrics' rule")
+        check_aggregate(path, df["metric"])
         frames.append(df[list(AGG_COLUMNS)])
     if not frames:
         raise UserError("no metrics/aggregate.csv given; run the 'metrics' rule first")

@@ -15,13 +15,50 @@ def test_tiny_cpu_smoke_path_measures_every_combination(tmp_path, capsys):
     if torch.cuda.is_available():
         pytest.skip("a CUDA GPU is present: the check would measure it instead of the CPU smoke path")
     out = tmp_path / "gpu.csv"
-    bench_main(["gpu", "--allow-cpu", "--tiny", "--steps", "1", "--warmup", "0", "--out", str(out)])
+    bench_main(["gpu", "--allow-cpu", "--tiny", "--steps", "1", "--warmup", "0", "--skip-training", "--out", str(out)])
     printed = capsys.readouterr().out
     assert "CPU SMOKE TEST" in printed and "NOT GPU NUMBERS" in printed
     table = pd.read_csv(out)
     combos = set(zip(table["mode"], table["precision"], table["channels_last"]))
     assert combos == {(m, p, c) for m in ("train", "sample") for p in ("fp32", "bf16") for c in (False, True)}
     assert (table["images_per_s"] > 0).all() and table["device"].str.contains("NOT GPU NUMBERS").all()
+
+
+def test_tiny_cpu_smoke_path_of_the_training_table(tmp_path, capsys):
+    """Micro-batches x checkpointing on one device, then DDP through a real torchrun (two gloo ranks)."""
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present: the check would measure it instead of the CPU smoke path")
+    out = tmp_path / "gpu.csv"
+    bench_main(["gpu", "--allow-cpu", "--tiny", "--warmup", "0", "--training-steps", "1", "--skip-throughput", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "NOT GPU NUMBERS" in printed and "activations saved for backward" in printed
+    assert not out.exists()  # the throughput table was skipped
+    table = pd.read_csv(tmp_path / "gpu_training.csv")
+    assert (table["status"] == "ok").all(), table["status"].tolist()
+    single = table[table["ranks"] == 1]
+    assert sorted(zip(single["micro_batch"], single["checkpointing"].str.startswith("on"))) == [(2, False), (2, True), (4, False), (4, True)]
+    ddp = table[table["ranks"] == 2]
+    assert len(ddp) == 1 and ddp["images_per_s"].iloc[0] > 0  # torchrun ran both ranks to the end
+    assert (table["estimate_forward_gflop_per_image"] > 0).all() and (table["estimate_saved_gib_per_image"] > 0).all()
+    assert table["device"].str.contains("NOT GPU NUMBERS").all()
+
+
+def test_checkpointing_changes_memory_not_gradients():
+    """The bench's checkpointed step computes the same gradients as the plain one."""
+    from diracbench.bench.gpu import TINY
+    from diracbench.bench.gpu_training import enable_checkpointing
+    from diracbench.nn.models import build_model
+
+    grads = []
+    for ckpt in (False, True):
+        torch.manual_seed(0)
+        model = build_model("dirac", {**TINY, "dropout": 0.1}, 16).train()
+        if ckpt:
+            assert enable_checkpointing(model).startswith("on")
+        torch.manual_seed(1)  # same dropout masks: checkpointing replays the RNG
+        model(torch.rand(2, 3, 16, 16), torch.tensor([0.02, 0.04])).square().mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("args", [["gpu"], ["gpu", "--allow-cpu"], ["gpu", "--tiny"]], ids=["plain", "allow-cpu-alone", "tiny-alone"])

@@ -89,7 +89,7 @@ def folder_settings(root: Path) -> dict:
 
 @pytest.fixture
 def fake_folders(tmp_path):
-    write_images(tmp_path / "celeba", 20)
+    write_images(tmp_path / "celeba", 20, start=2000)  # other pixels than the ffhq test images (no leakage)
     write_images(tmp_path / "ffhq" / "00000", 5)
     write_images(tmp_path / "ffhq" / "00001", 5, start=1000)
     return tmp_path
@@ -107,13 +107,14 @@ def test_folder_protocols(fake_folders, tmp_path):
 def test_imagenet_protocol_takes_first_and_last_image_per_class(tmp_path):
     for c in ("n01", "n02", "n03"):
         write_images(tmp_path / "val" / c, 3, start=hash(c) % 100)
+        write_images(tmp_path / "train" / c, 3, start=1000 + hash(c) % 100)  # its own images: no leakage
     settings = {
         "name": "imagenet",
         "image_size": 16,
         "seed": 0,
         "source": {
             "kind": "folders",
-            "train": {"protocol": "imagenet", "root": str(tmp_path / "val"), "part": "all"},
+            "train": {"protocol": "imagenet", "root": str(tmp_path / "train"), "part": "all"},
             "val": {"protocol": "imagenet", "root": str(tmp_path / "val"), "part": "first"},
             "test": {"protocol": "imagenet", "root": str(tmp_path / "val"), "part": "last"},
         },

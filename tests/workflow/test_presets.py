@@ -33,9 +33,9 @@ def lay_out_fake_inputs(preset: dict, workdir) -> None:
                     fake_images(root / sub, 3)
             elif spec["protocol"] == "imagenet":
                 for cls in ("n01440764", "n01443537"):
-                    fake_images(root / cls, 2)
+                    fake_images(root / cls, 16)  # 32 training images: the presets' batch size
             else:
-                fake_images(root, 10)
+                fake_images(root, 40)  # celeba_hq's 80 % train part holds the batch of 32
     for entry in preset["prior"]["pretrained"].values():
         (workdir / entry["path"]).parent.mkdir(parents=True, exist_ok=True)
         (workdir / entry["path"]).write_bytes(b"")  # a dry run checks presence, not content

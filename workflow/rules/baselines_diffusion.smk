@@ -18,6 +18,7 @@ rule train_prior:
         weights="results/{dataset}/prior/weights.pt",
         log_csv="results/{dataset}/prior/train_log.csv",
     params:
+        device=gpu_device,
         # Same network and budget as each Dirac model (config `training:`), only the loss differs.
         settings=settings(
             lambda w: {
@@ -42,4 +43,4 @@ rule train_prior:
     shell:
         "python -m diracbench.train --kind ddpm --settings {params.settings:q} --data {input.data:q} "
         "--weights {output.weights:q} --log-csv {output.log_csv:q} --state-root {params.state_root:q} "
-        "--time-budget-min {resources.runtime} --threads {threads} > {log:q} 2>&1"
+        "--time-budget-min {resources.runtime} --device {params.device:q} --threads {threads} > {log:q} 2>&1"

@@ -23,6 +23,7 @@ rule bench_methods:
     output:
         csv="results/bench/methods.csv",
     params:
+        device=gpu_device,
         settings=settings(lambda w: {"max_images": bench_config()["max_images"], "jobs": [j["job"] for j in bench_method_jobs()]}),
         inputs=bench_method_args,
     log:
@@ -38,7 +39,7 @@ rule bench_methods:
         gpu=1,
     shell:
         "python -m diracbench.bench methods --settings {params.settings:q} {params.inputs} --out {output.csv:q} "
-        "--threads {threads} > {log:q} 2>&1"
+        "--device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule bench_batching:
@@ -49,6 +50,7 @@ rule bench_batching:
     output:
         csv="results/bench/batching.csv",
     params:
+        device=gpu_device,
         settings=settings(bench_batching_settings),
         inputs=bench_batching_args,
     log:
@@ -64,7 +66,7 @@ rule bench_batching:
         gpu=1,
     shell:
         "python -m diracbench.bench batching --settings {params.settings:q} {params.inputs} --out {output.csv:q} "
-        "--threads {threads} > {log:q} 2>&1"
+        "--device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule bench_pipeline:

@@ -15,7 +15,12 @@ sys.path.insert(0, str(SRC))
 
 
 # (Doubled braces: Snakemake formats the prefix like every shell command.)
-shell.prefix("export PYTHONPATH='" + str(SRC) + "'${{PYTHONPATH:+:$PYTHONPATH}}; ")
+# The checkout's path is quoted like every other path that reaches the shell.
+# `offline: true` (the SLURM profile sets it) keeps every job off the network: see metrics/backbones.py.
+shell.prefix(
+    "export PYTHONPATH=" + shlex.quote(str(SRC)).replace("{", "{{").replace("}", "}}") + "${{PYTHONPATH:+:$PYTHONPATH}}; "
+    + ("export DIRACBENCH_OFFLINE=1; " if config.get("offline", False) else "")
+)
 
 from diracbench.codegraph import import_closure
 from diracbench.configcheck import check_config, check_methods, validation_message
@@ -120,6 +125,15 @@ def code(*entries):
     # Relative to the working directory: Snakemake records the set of input paths, so absolute
     # ones would rerun every job after the checkout moves (another mount on a cluster).
     return sorted(os.path.relpath(p) for p in files)
+
+
+def gpu_device(wildcards, threads):
+    """--device of the GPU rules: config `device` (auto, cuda or cpu).
+
+    An execution setting, not science. Snakemake leaves params functions that take `threads`
+    out of its params rerun trigger, so switching auto/cuda/cpu reruns no finished job.
+    """
+    return config["device"]
 
 
 def folder_of(key, kind="output"):

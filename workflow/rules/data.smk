@@ -1,5 +1,51 @@
 # Dataset preparation and the shared noisy measurements.
 
+import diracbench.data_resources as data_sizing
+
+_SOURCE_FILES = {}
+
+
+def source_files(dataset):
+    """Folder datasets: {"source_files": digest of every split's files (names, sizes, mtimes)}.
+
+    Part of prepare_data's settings, so an image replaced, added or deleted reruns prepare_data
+    and what depends on it (see diracbench.data.sources for the DAG-time cost). The embedded
+    photos dataset has no folders: nothing is added, its settings stay as they were. The listing
+    also gives the training split's size, so a batch larger than it is refused here.
+    """
+    ds = config["datasets"][dataset]
+    if ds["source"]["kind"] != "folders":
+        return {}
+    if dataset not in _SOURCE_FILES:
+        from diracbench.configcheck import batch_size_problems
+        from diracbench.data.sources import source_digest
+
+        digest = source_digest(dataset, ds["source"])
+        train = digest["counts"]["train"]
+        problems = batch_size_problems(config, {dataset: train}) if train is not None else []
+        if problems:
+            raise WorkflowError("invalid configuration: " + problems[0])
+        _SOURCE_FILES[dataset] = {"source_files": digest}
+    return _SOURCE_FILES[dataset]
+
+
+def prior_training_list(dataset):
+    """The published prior's training-image list, checked against val/test by prepare_data.
+
+    Only when configured (nothing is added otherwise); its content hash is part of the settings,
+    so editing the list reruns the check.
+    """
+    entry = config["prior"]["pretrained"].get(dataset, {})
+    if "training_images" not in entry:
+        return {}
+    path = Path(entry["training_images"])
+    if not path.is_file():
+        raise WorkflowError(f"config key prior.pretrained.{dataset}.training_images: {path} does not exist; fix the path or remove the key")
+    import hashlib
+
+    return {"prior_training_images": str(path), "prior_training_images_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
 
 rule prepare_data:
     input:
@@ -8,7 +54,7 @@ rule prepare_data:
         **{f"{split}": f"results/{{dataset}}/data/{split}.npy" for split in ("train", "val", "test")},
         **{f"{split}_manifest": f"results/{{dataset}}/data/{split}_manifest.csv" for split in ("train", "val", "test")},
     params:
-        settings=settings(lambda w: {"name": w.dataset, "seed": config["seed"], **config["datasets"][w.dataset]}),
+        settings=settings(lambda w: {"name": w.dataset, "seed": config["seed"], **config["datasets"][w.dataset], **source_files(w.dataset), **prior_training_list(w.dataset)}),
         out_dir=folder_of("val"),
     log:
         log("prepare_data", "{dataset}"),
@@ -16,10 +62,12 @@ rule prepare_data:
         bench("prepare_data", "{dataset}")
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    # Images stream to disk (bounded memory, a constant request); the walltime grows with the
+    # number of images, counted in the configured folders when the job has to run.
+    threads: lambda w: data_sizing.prepare_threads(config["datasets"][w.dataset])
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=data_sizing.PREPARE_MEM_MB,
+        runtime=lambda w, threads: data_sizing.prepare_runtime_min(config["datasets"][w.dataset], threads),
     shell:
         "python -m diracbench.data --settings {params.settings:q} --out-dir {params.out_dir:q} "
         "--threads {threads} > {log:q} 2>&1"

@@ -27,6 +27,7 @@ rule schedule:
                 "lpips": lpips_settings() if config["tasks"][w.task]["schedule"].get("metric") == "lpips" else None,
             }
         ),
+        # A command fragment, so quoted here (a config path must never reach the shell unquoted).
         file=lambda w, input: f"--file {shlex.quote(input.file)}" if "file" in input.keys() else "",
         out_dir=folder_of("table"),
     log:
@@ -57,6 +58,7 @@ rule train_dirac:
     wildcard_constraints:
         dt=r"[0-9]+(\.[0-9]+)?",
     params:
+        device=gpu_device,
         settings=settings(dirac_train_settings),
         state_root="results/{dataset}/{task}/models/.state",
     log:
@@ -74,7 +76,7 @@ rule train_dirac:
         "python -m diracbench.train --kind dirac --settings {params.settings:q} --data {input.data:q} "
         "--input operator={input.operator:q} --input schedule={input.schedule:q} "
         "--weights {output.weights:q} --log-csv {output.log_csv:q} --state-root {params.state_root:q} "
-        "--time-budget-min {resources.runtime} --threads {threads} > {log:q} 2>&1"
+        "--time-budget-min {resources.runtime} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule tune_dirac:
@@ -89,6 +91,7 @@ rule tune_dirac:
         grid="results/{dataset}/{task}/dirac/tuning/grid.csv",
         trajectory="results/{dataset}/{task}/dirac/tuning/trajectory.csv",
     params:
+        device=gpu_device,
         settings=settings(
             lambda w: {
                 "variants": {v: dirac_task(w.task)[v] for v in ("po", "do")},
@@ -115,7 +118,7 @@ rule tune_dirac:
         "python -m diracbench.tune --method dirac-po --settings {params.settings:q} "
         "--operator {input.operator:q} --measurements {input.measurements:q} {params.models} "
         "--input schedule={input.schedule:q} --out-chosen {output.chosen:q} --out-grid {output.grid:q} "
-        "--out-trajectory {output.trajectory:q} --threads {threads} > {log:q} 2>&1"
+        "--out-trajectory {output.trajectory:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule sample_dirac:
@@ -133,6 +136,7 @@ rule sample_dirac:
     wildcard_constraints:
         variant="|".join(DIRAC_VARIANTS_ALL),
     params:
+        device=gpu_device,
         settings=settings(dirac_sample_settings),
         models=dirac_model_args,
     log:
@@ -150,7 +154,7 @@ rule sample_dirac:
         "python -m diracbench.sample --method dirac-{wildcards.variant} --settings {params.settings:q} "
         "--operator {input.operator:q} --measurements {input.measurements:q} --tuned {input.chosen:q}:{wildcards.variant} "
         "{params.models} --input schedule={input.schedule:q} --out {output.recon:q} --trajectory {output.trajectory:q} "
-        "--extra-out posterior_samples={output.posterior:q} --threads {threads} > {log:q} 2>&1"
+        "--extra-out posterior_samples={output.posterior:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
 FINAL_TARGETS.extend(

@@ -1,4 +1,5 @@
 # Helpers of workflow/rules/dirac.smk (kept apart so rule files hold rules only).
+import shlex
 
 import shlex
 

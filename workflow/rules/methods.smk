@@ -26,7 +26,7 @@ rule tune_method_torch:
     params:
         settings=settings(lambda w: method_settings(w.method, "val", w)),
         inputs=method_input_args,
-        device=lambda w: METHOD_SPECS[w.method].device,
+        device=method_device,
     log:
         log("tune_{method}", "{dataset}_{task}"),
     benchmark:
@@ -41,7 +41,7 @@ rule tune_method_torch:
     shell:
         "python -m diracbench.tune --method {wildcards.method} --settings {params.settings:q} "
         "--operator {input.operator:q} --measurements {input.measurements:q} {params.inputs} "
-        "--out-chosen {output.chosen:q} --out-grid {output.grid:q} --device {params.device} "
+        "--out-chosen {output.chosen:q} --out-grid {output.grid:q} --device {params.device:q} "
         "--threads {threads} > {log:q} 2>&1"
 
 
@@ -60,7 +60,7 @@ rule sample_method_torch:
     params:
         settings=settings(lambda w: method_settings(w.method, "test", w)),
         inputs=method_input_args,
-        device=lambda w: METHOD_SPECS[w.method].device,
+        device=method_device,
     log:
         log("sample_{method}", "{dataset}_{task}"),
     benchmark:
@@ -75,7 +75,7 @@ rule sample_method_torch:
     shell:
         "python -m diracbench.sample --method {wildcards.method} --settings {params.settings:q} "
         "--operator {input.operator:q} --measurements {input.measurements:q} --tuned {input.chosen:q} {params.inputs} "
-        "--out {output.recon:q} --trajectory {output.trajectory:q} --device {params.device} "
+        "--out {output.recon:q} --trajectory {output.trajectory:q} --device {params.device:q} "
         "--threads {threads} > {log:q} 2>&1"
 
 

@@ -40,6 +40,13 @@ def method_input_args(wildcards, input):
     return " ".join(f"--input {shlex.quote(f'{name}={input[name]}')}" for name in METHOD_SPECS[wildcards.method].inputs)
 
 
+def method_device(wildcards, threads):
+    """--device of a method's jobs: its registry entry's (scico: cpu), or the config's `device`
+    for `auto` entries. Takes `threads` so that, like gpu_device, it is no params rerun trigger."""
+    device = METHOD_SPECS[wildcards.method].device
+    return gpu_device(wildcards, threads) if device == "auto" else device
+
+
 def method_resource(stage, key):
     return lambda wildcards: METHOD_SPECS[wildcards.method].job_resources(stage)[key]
 

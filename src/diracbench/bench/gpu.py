@@ -8,7 +8,10 @@ random weights: throughput does not depend on them), and for each combination of
 - sampling: Dirac reverse-process steps (one network evaluation and the incremental
   reconstruction each) under `torch.inference_mode`, images/s;
 and the peak GPU memory of each. Optionally `--compile` adds torch.compile'd variants. It prints a
-table (and writes it as CSV with --out). Nothing in the workflow or the tests depends on it.
+table (and writes it as CSV with --out). Then the training table of gpu_training.py: the presets'
+bf16 training at micro-batch 8 and 32 with and without activation checkpointing, DDP through
+torchrun on every visible GPU, beside the per-image activation and FLOP estimates made without a
+GPU (<out>_training.csv). Nothing in the workflow depends on it.
 
 Without CUDA it refuses (exit 1) — CPU numbers must never pass for GPU numbers — unless run as
 `--allow-cpu --tiny`, a smoke test of this code path on a tiny network whose table says so.
@@ -124,7 +127,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-batch", type=int, default=None, help="training batch (default 16; 2 with --tiny)")
     parser.add_argument("--sample-batch", type=int, default=None, help="sampling batch (default 32; 2 with --tiny)")
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile'd networks")
-    parser.add_argument("--out", type=Path, default=None, help="also write the table as CSV")
+    parser.add_argument("--out", type=Path, default=None, help="also write the table as CSV (the training table goes to <out>_training.csv)")
+    parser.add_argument("--skip-throughput", action="store_true", help="leave out the precision x memory-format throughput table")
+    parser.add_argument("--skip-training", action="store_true", help="leave out the micro-batch / checkpointing / DDP training table")
+    parser.add_argument("--training-steps", type=int, default=None, help="timed steps per training point (default 10; 2 with --tiny)")
+    parser.add_argument("--preset", type=Path, default=None, help="the preset whose network, image size and blur kernel the paper-size runs use (default workflow/presets/paper-ffhq.yaml)")
 
 
 def run_gpu_check(args: argparse.Namespace) -> int:
@@ -139,7 +146,7 @@ def run_gpu_check(args: argparse.Namespace) -> int:
         print("diracbench.bench gpu: --allow-cpu needs --tiny (the paper-size network on a CPU is not a GPU measurement)", flush=True)
         return 1
     device = torch.device("cuda" if cuda else "cpu")
-    network, size, kernel = (TINY, 16, 9) if args.tiny else (PAPER_BASE, 256, 61)
+    network, size, kernel = (TINY, 16, 9) if args.tiny else _paper_sizes(args.preset)
     steps = args.steps or (2 if args.tiny else 50)
     warmup = args.warmup if args.warmup is not None else (1 if args.tiny else 5)
     train_batch = args.train_batch or (2 if args.tiny else 16)
@@ -148,16 +155,38 @@ def run_gpu_check(args: argparse.Namespace) -> int:
     info = machine_info(device)
     where = f"GPU {info['gpu']}" if cuda else f"CPU SMOKE TEST ({info['cpu']}, {info['torch_threads']} threads) - NOT GPU NUMBERS"
     header = f"diracbench GPU check: {params:,}-parameter network at {size}x{size} on {where}; torch {info['torch']}; {info['date']}"
-    rows = []
-    combos = [(bf16, cl, False) for bf16 in (False, True) for cl in (False, True)]
-    if args.compile:
-        combos += [(bf16, True, True) for bf16 in (False, True)]
-    for bf16, cl, compiled in combos:
-        print(f"measuring {'bf16' if bf16 else 'fp32'}, channels-last {'on' if cl else 'off'}{', compiled' if compiled else ''} ...", flush=True)
-        rows += measure(network, size, kernel, device, train_batch, sample_batch, steps, warmup, bf16, cl, compiled)
-    table = pd.DataFrame(rows, columns=COLUMNS)
-    print(format_table(table, header), flush=True)
-    if args.out is not None:
-        with atomic_path(args.out) as tmp:
-            table.assign(device=where).to_csv(tmp, index=False)
+    if not args.skip_throughput:
+        rows = []
+        combos = [(bf16, cl, False) for bf16 in (False, True) for cl in (False, True)]
+        if args.compile:
+            combos += [(bf16, True, True) for bf16 in (False, True)]
+        for bf16, cl, compiled in combos:
+            print(f"measuring {'bf16' if bf16 else 'fp32'}, channels-last {'on' if cl else 'off'}{', compiled' if compiled else ''} ...", flush=True)
+            rows += measure(network, size, kernel, device, train_batch, sample_batch, steps, warmup, bf16, cl, compiled)
+        table = pd.DataFrame(rows, columns=COLUMNS)
+        print(format_table(table, header), flush=True)
+        if args.out is not None:
+            with atomic_path(args.out) as tmp:
+                table.assign(device=where).to_csv(tmp, index=False)
+    if not args.skip_training:
+        from diracbench.bench.gpu_training import format_training, run_training_check
+
+        training_steps = args.training_steps or (2 if args.tiny else 10)
+        rows, estimates = run_training_check(device, args.tiny, training_steps, warmup if args.tiny else max(warmup, 3), args.threads, network, size, kernel)
+        print(format_training(rows, estimates, header), flush=True)
+        if args.out is not None:
+            with atomic_path(args.out.with_name(args.out.stem + "_training.csv")) as tmp:
+                pd.DataFrame(rows).assign(device=where, **{f"estimate_{k}": v for k, v in estimates.items()}).to_csv(tmp, index=False)
     return 0
+
+
+def _paper_sizes(preset: Path | None) -> tuple[dict, int, int]:
+    """The preset's network, image size and kernel; the built-in paper values without a checkout."""
+    from diracbench.bench.gpu_training import PRESET, preset_sizes
+
+    path = preset or PRESET
+    if path.is_file():
+        return preset_sizes(path)
+    if preset is not None:
+        raise SystemExit(f"diracbench.bench gpu: --preset {preset} does not exist")
+    return PAPER_BASE, 256, 61

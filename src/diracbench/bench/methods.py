@@ -58,7 +58,7 @@ def run_one(spec: dict, device: torch.device, threads: int) -> dict:
     settings = spec["settings"]
     method = spec["method"]
     problem = load_problem(spec["operator"], spec["measurements"], "test", device).subset(spec["max_images"])
-    hparams = quiet_hparams(method, {**settings.get("hparams", {}), **read_tuned(spec.get("tuned"))})
+    hparams = quiet_hparams(method, {**settings.get("hparams", {}), **read_tuned(spec.get("tuned"), settings.get("hparams", {}))})
     ctx = RunContext(device=device, threads=threads, seed=int(settings.get("seed", 0)), inputs={k: Path(v) for k, v in spec["inputs"].items()})
     module = load_method(method)
     start_rss = current_rss_mb()

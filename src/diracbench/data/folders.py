@@ -15,12 +15,13 @@ Images are centre-cropped to a square and resized to `image_size` (bilinear, ant
 from __future__ import annotations
 
 import random
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from diracbench.data.images import centre_crop_resize, list_images, read_rgb, sha256_of
+from diracbench.data.stream import ordered_map
 from diracbench.errors import UserError
 from diracbench.progress import progress
 
@@ -79,16 +80,15 @@ def list_split_files(spec: dict, key: str) -> list[tuple[str, Path]]:
     return [(str(p.relative_to(root)), p) for p in files]
 
 
-def build_folder_split(split: str, spec: dict, key: str, size: int, threads: int) -> tuple[np.ndarray, list[dict]]:
-    pairs = list_split_files(spec, key)
+def stream_folder_split(split: str, pairs: list[tuple[str, Path]], size: int, threads: int, alpha: str = "refuse") -> Iterator[tuple[np.ndarray, dict]]:
+    """(pixels, manifest row) of every listed image, in order; decoded and hashed on `threads`
+    threads with a bounded window, so memory does not depend on the number of images. `alpha` is
+    the dataset's policy for transparent images (see images.read_rgb)."""
 
-    def load(pair: tuple[str, Path]) -> np.ndarray:
-        return centre_crop_resize(read_rgb(pair[1]), size, pair[1])
+    def load(item: tuple[int, tuple[str, Path]]) -> tuple[np.ndarray, dict]:
+        i, (name, path) = item
+        pixels = centre_crop_resize(read_rgb(path, alpha), size, path)
+        return pixels, {"index": i, "name": name, "split": split, "source": str(path), "sha256": sha256_of(path), "crop": "centre", "scale": ""}
 
-    out = np.empty((len(pairs), 3, size, size), dtype=np.uint8)
-    rows = []
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        for i, (pixels, (name, path)) in enumerate(progress(zip(pool.map(load, pairs), pairs), total=len(pairs), desc=f"{split} images", unit="img")):
-            out[i] = pixels
-            rows.append({"index": i, "name": name, "split": split, "source": str(path), "sha256": sha256_of(path), "crop": "centre", "scale": ""})
-    return out, rows
+    decoded = ordered_map(load, enumerate(pairs), threads)
+    yield from progress(decoded, total=len(pairs), desc=f"{split} images", unit="img")

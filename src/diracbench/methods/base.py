@@ -47,6 +47,11 @@ class Problem:
             return self
         return Problem(self.y[:n], self.x[:n], self.names[:n], self.spec, self.family, self.operator, self.sigma_1, self.split)
 
+    def select(self, index: list[int]) -> "Problem":
+        """The images at `index` (repeats allowed: a padded batch), in that order."""
+        idx = torch.as_tensor(index, dtype=torch.long, device=self.y.device)
+        return Problem(self.y[idx], self.x[idx], [self.names[i] for i in index], self.spec, self.family, self.operator, self.sigma_1, self.split)
+
     def image_seeds(self, *parts: Any) -> list[int]:
         """One sampling seed per image, from its name: independent of batch composition."""
         return [seed_from_string("sample", *parts, self.split, name) for name in self.names]
@@ -58,6 +63,13 @@ class RunContext:
     threads: int
     seed: int
     inputs: dict[str, Path] = field(default_factory=dict)  # model weights, schedule, ... by name
+    # Loaded models by key: `sample` calls a method once per batch and must not reload its weights.
+    cache: dict = field(default_factory=dict, repr=False)
+
+    def cached(self, key: Any, build):
+        if key not in self.cache:
+            self.cache[key] = build()
+        return self.cache[key]
 
     def input(self, name: str) -> Path:
         if name not in self.inputs:

@@ -67,6 +67,10 @@ def _require(data: dict, keys: tuple[str, ...], what: str) -> None:
 
 
 def _load(problem: Problem, ctx: RunContext, model_dt: float):
+    return ctx.cached(("dirac", float(model_dt), json.dumps(problem.spec, sort_keys=True)), lambda: _build(problem, ctx, model_dt))
+
+
+def _build(problem: Problem, ctx: RunContext, model_dt: float):
     model = load_model(ctx.input(model_input_name(model_dt)), "dirac", ctx.device, image_size=int(problem.y.shape[-1]))
     family = scheduled_family(problem.spec, ctx.input("schedule"), device=ctx.device)
     noise = GeometricNoise.from_dict(problem.spec["noise"])
@@ -193,7 +197,9 @@ def check_hparams(hparams: dict) -> dict:
     return hparams
 
 
-def reconstruct(problem: Problem, hparams: dict, ctx: RunContext) -> Reconstruction:
+def reconstruct(problem: Problem, hparams: dict, ctx: RunContext, extras: bool = True) -> Reconstruction:
+    """Sample every image; with `extras`, also the posterior samples of the first images
+    (`sample` asks for them separately, once, via `reconstruct_extras`)."""
     hp = check_hparams(hparams)
     settings = sampler_settings(hp)
     model, family, noise = _load(problem, ctx, hp["model_dt"])
@@ -202,20 +208,28 @@ def reconstruct(problem: Problem, hparams: dict, ctx: RunContext) -> Reconstruct
     seeds = problem.image_seeds("dirac", variant, ctx.seed)
     run = _run(model, family, noise, problem.y, problem.x, seeds, settings, int(hp["batch_size"]), every, record=True)
     lp = _lpips_column(run, problem.x, _lpips(hp["lpips"], ctx.device)) if every else pd.Series(np.nan, index=run.rows.index)
-    extras = {}
+    return Reconstruction(run.output, run.nfe, run.seconds, _trajectory(run, problem.names, lp), extras=reconstruct_extras(problem, hp, ctx) if extras else {})
+
+
+def reconstruct_extras(problem: Problem, hparams: dict, ctx: RunContext) -> dict[str, dict[str, np.ndarray]]:
+    """K seeded posterior samples of each of the first S images of the split (the uncertainty map)."""
+    hp = check_hparams(hparams)
+    settings = sampler_settings(hp)
+    variant = hp["variant"]
     n_post, k_post = min(int(hp["posterior_images"]), len(problem)), int(hp["posterior_samples"])
-    if n_post > 0 and k_post > 0:
-        names = problem.names[:n_post]
-        # Row s*K + k is sample k of image s, each with its own seed.
-        y_rep = problem.y[:n_post].repeat_interleave(k_post, 0)
-        seeds_rep = [seed_from_string("dirac", variant, ctx.seed, "posterior", k, problem.split, name) for name in names for k in range(k_post)]
-        # A t_stop near 1 returns (almost) the posterior mean, whose samples barely differ; a
-        # posterior_t_stop runs them further down the reverse path for a meaningful spread.
-        post_settings = settings if hp["posterior_t_stop"] is None else SamplerSettings.from_dict({**hp, "t_stop": float(hp["posterior_t_stop"])})
-        post = _run(model, family, noise, y_rep, problem.x[:n_post].repeat_interleave(k_post, 0), seeds_rep, post_settings, int(hp["batch_size"]), 0, record=False)
-        samples = np.clip(post.output, 0, 1).reshape(n_post, k_post, *problem.y.shape[1:]).astype(np.float32)
-        extras["posterior_samples"] = {"samples": samples, "names": np.array(names)}
-    return Reconstruction(run.output, run.nfe, run.seconds, _trajectory(run, problem.names, lp), extras=extras)
+    if n_post <= 0 or k_post <= 0:
+        return {}
+    model, family, noise = _load(problem, ctx, hp["model_dt"])
+    names = problem.names[:n_post]
+    # Row s*K + k is sample k of image s, each with its own seed.
+    y_rep = problem.y[:n_post].repeat_interleave(k_post, 0)
+    seeds_rep = [seed_from_string("dirac", variant, ctx.seed, "posterior", k, problem.split, name) for name in names for k in range(k_post)]
+    # A t_stop near 1 returns (almost) the posterior mean, whose samples barely differ; a
+    # posterior_t_stop runs them further down the reverse path for a meaningful spread.
+    post_settings = settings if hp["posterior_t_stop"] is None else SamplerSettings.from_dict({**hp, "t_stop": float(hp["posterior_t_stop"])})
+    post = _run(model, family, noise, y_rep, problem.x[:n_post].repeat_interleave(k_post, 0), seeds_rep, post_settings, int(hp["batch_size"]), 0, record=False)
+    samples = np.clip(post.output, 0, 1).reshape(n_post, k_post, *problem.y.shape[1:]).astype(np.float32)
+    return {"posterior_samples": {"samples": samples, "names": np.array(names)}}
 
 
 def _fd_vgg(run: _Run, x: torch.Tensor, feats, quantity: str) -> dict[int, float]:

