@@ -17,10 +17,9 @@ sys.path.insert(0, str(SRC))
 # (Doubled braces: Snakemake formats the prefix like every shell command.)
 # The checkout's path is quoted like every other path that reaches the shell.
 # `offline: true` (the SLURM profile sets it) keeps every job off the network: see metrics/backbones.py.
-shell.prefix(
-    "export PYTHONPATH=" + shlex.quote(str(SRC)).replace("{", "{{").replace("}", "}}") + "${{PYTHONPATH:+:$PYTHONPATH}}; "
-    + ("export DIRACBENCH_OFFLINE=1; " if config.get("offline", False) else "")
-)
+_SRC_QUOTED = shlex.quote(str(SRC)).replace("{", "{{").replace("}", "}}")
+_OFFLINE = "export DIRACBENCH_OFFLINE=1; " if config.get("offline", False) else ""
+shell.prefix(f"export PYTHONPATH={_SRC_QUOTED}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; {_OFFLINE}")
 
 from diracbench.codegraph import import_closure
 from diracbench.configcheck import check_config, check_methods, validation_message

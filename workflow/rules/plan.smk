@@ -31,6 +31,8 @@ rule plan:
         log("plan", "plan"),
     benchmark:
         bench("plan", "plan")
+    conda:
+        "../../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=4000,
