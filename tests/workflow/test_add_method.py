@@ -30,7 +30,7 @@ METHOD_SPECS = {
         "env": "torch",
         "tunes": ["gain"],
         "defaults": {
-            "hparams": {"gain": 1.0},
+            "hparams": {"gain": 1.0, "batch_size": 4},
             "grid": {"deblur": {"gain": [0.8, 1.0]}, "inpaint": {"gain": [1.0]}},
             "objective": "psnr",
         },
