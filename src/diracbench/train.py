@@ -103,18 +103,6 @@ def state_key(identity: dict[str, str]) -> str:
     return f"{identity['kind']}-{settings_hash(identity)}"
 
 
-def parse_inputs(items: list[str]) -> dict[str, Path]:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise UserError(f"--input {item!r}: expected name=path")
-        name, path = item.split("=", 1)
-        if not Path(path).is_file():
-            raise UserError(f"--input {name}={path}: no such file; run the rule that makes it first")
-        out[name] = Path(path)
-    return out
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     parser = cli.base_parser("python -m diracbench.train", __doc__.splitlines()[0])
     parser.add_argument("--kind", required=True, choices=sorted(LOSS_FACTORIES))
@@ -156,7 +144,7 @@ def _train(args, device: torch.device, group: Group) -> None:
     for key in ("network", "image_size", "training", "loss"):
         if key not in s:
             raise UserError(f"--settings lacks {key!r}")
-    inputs = parse_inputs(args.input)
+    inputs = cli.parse_inputs(args.input)
     images = load_split(args.data)
     if images.shape[-1] != s["image_size"]:
         raise UserError(f"{args.data} holds {images.shape[-1]}px images but the settings say image_size {s['image_size']}; rerun prepare_data")

@@ -3,8 +3,8 @@
 Grid search over the cartesian product of the configured grid (methods may evaluate the whole
 grid in one batched run via `reconstruct_grid`; methods with their own tuning logic provide
 `tune`). The objective follows the paper: LPIPS for deblurring and a distribution distance for
-inpainting — here FD-VGG (Fréchet distance of VGG16 features), because FID's Inception weights
-cannot be assumed offline. Writes `chosen.yaml` (the chosen values, read by the test-set rule)
+inpainting — here FD-VGG (`fd_vgg`, Fréchet distance of VGG16 features), because FID's Inception
+weights cannot be assumed offline. Objectives and their directions come from the metric registry. Writes `chosen.yaml` (the chosen values, read by the test-set rule)
 and `grid.csv` (every grid point with its scores).
 """
 
@@ -24,11 +24,9 @@ from diracbench.errors import UserError
 from diracbench.io import OutputSet
 from diracbench.methods import load_method
 from diracbench.methods.base import Problem, Reconstruction, RunContext, load_problem
+from diracbench.metrics.registry import better, resolve_objective
 from diracbench.provenance import write_provenance
 from diracbench.runtime import configure_threads, device_description, resolve_device
-from diracbench.train import parse_inputs
-
-OBJECTIVES = {"lpips": "min", "fd-vgg": "min", "psnr": "max"}
 
 
 def grid_points(grid: dict[str, list]) -> list[dict]:
@@ -42,35 +40,28 @@ def grid_points(grid: dict[str, list]) -> list[dict]:
 
 
 def score(recon: Reconstruction, problem: Problem, lpips_settings: dict, need_fd: bool) -> dict[str, float]:
+    from diracbench.metrics.image_quality import psnr
     from diracbench.metrics.perceptual import LPIPSMetric, VGGFeatures, frechet_distance
 
     x_hat = torch.from_numpy(recon.x_hat).to(problem.x.device)
     x = problem.x.clamp(0, 1)
-    mse = ((x_hat - x) ** 2).flatten(1).mean(1).clamp_min(1e-12)
     out = {
-        "psnr": float((10 * torch.log10(1.0 / mse)).mean()),
+        "psnr": float(psnr(x_hat, x).mean()),
         "lpips": float(LPIPSMetric(net=lpips_settings["net"], upsample_below=lpips_settings["upsample_below"], device=x.device)(x_hat, x).mean()),
         "seconds_per_image": float(recon.seconds.mean()),
         "nfe": float(recon.nfe.mean()),
     }
     if need_fd:
         feats = VGGFeatures(device=x.device)
-        out["fd-vgg"] = float(frechet_distance(feats(x_hat).cpu().numpy(), feats(x).cpu().numpy()))
+        out["fd_vgg"] = float(frechet_distance(feats(x_hat).cpu().numpy(), feats(x).cpu().numpy()))
     return out
-
-
-def default_objective(task: str) -> str:
-    return "lpips" if task == "deblur" else "fd-vgg"
 
 
 def grid_candidates(settings: dict, task: str) -> tuple[list[dict], list[dict], str]:
     """(grid points, candidate hyper-parameters = fixed values + point, objective)."""
     points = grid_points(settings.get("grid", {}))
     fixed = settings.get("hparams", {})
-    objective = settings.get("objective", "auto")
-    objective = default_objective(task) if objective == "auto" else objective
-    if objective not in OBJECTIVES:
-        raise UserError(f"tuning objective {objective!r} is unknown; use one of {sorted(OBJECTIVES)} or 'auto'")
+    objective = resolve_objective(settings.get("objective", "auto"), task)
     return points, [{**fixed, **p} for p in points], objective
 
 
@@ -78,10 +69,10 @@ def choose(points: list[dict], recons: list[Reconstruction], problem: Problem, s
     """Score every grid point's reconstructions and pick the best by the objective."""
     rows = []
     for point, recon in zip(points, recons):
-        rows.append({**{f"param_{k}": v for k, v in point.items()}, **score(recon, problem, settings["lpips"], objective == "fd-vgg")})
+        rows.append({**{f"param_{k}": v for k, v in point.items()}, **score(recon, problem, settings["lpips"], objective == "fd_vgg")})
     table = pd.DataFrame(rows)
     values = table[objective].to_numpy()
-    best = int(np.nanargmin(values) if OBJECTIVES[objective] == "min" else np.nanargmax(values))
+    best = int(np.nanargmin(values) if better(objective) == "min" else np.nanargmax(values))
     table["objective"] = objective
     table["chosen"] = False
     table.loc[best, "chosen"] = True
@@ -122,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     s = args.settings
     method = load_method(args.method)
     problem = load_problem(args.operator, args.measurements, "val", device).subset(s.get("max_images"))
-    ctx = RunContext(device=device, threads=args.threads, seed=int(s.get("seed", 0)), inputs=parse_inputs(args.input))
+    ctx = RunContext(device=device, threads=args.threads, seed=int(s.get("seed", 0)), inputs=cli.parse_inputs(args.input))
     start = time.perf_counter()
     trajectory = None
     if args.shard is not None or args.shards is not None:
@@ -138,9 +129,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         chosen, table = grid_search(method, problem, s, ctx)
     with OutputSet() as out:
-        import yaml
-
-        out.write_text(args.out_chosen, yaml.safe_dump(_plain(chosen), sort_keys=True))
+        out.write_yaml(args.out_chosen, chosen)
         table.to_csv(out.path(args.out_grid), index=False)
         if args.out_trajectory is not None:
             if trajectory is None:
@@ -183,17 +172,6 @@ def _sharded(args, method, problem: Problem, s: dict, ctx: RunContext) -> tuple[
     partial.remove()
     print(f"{args.method}: tuning batches {first}:{last} of {len(units)} (shard {args.shard}) in {time.perf_counter() - tic:.1f}s, {resumed} finished batches reused", flush=True)
     return None
-
-
-def _plain(obj):
-    """numpy scalars -> builtins, so the YAML stays readable."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
 
 
 if __name__ == "__main__":

@@ -1,11 +1,10 @@
-# Diffusion baselines: the DDPM prior (one per dataset, shared by both tasks), DPS and DDRM.
+# The DDPM prior of the diffusion baselines (one per dataset, shared by both tasks); the methods
+# that need it (registry entries with inputs: [prior], e.g. DPS, DDRM) run under methods.smk.
 #
 # results/<ds>/prior/{weights.pt,train_log.csv}                    (train_prior; state in prior/.state)
-# results/<ds>/<task>/<dps|ddrm>/tuning/{chosen.yaml,grid.csv}     (tune_dps, tune_ddrm: val split)
-# results/<ds>/<task>/<dps|ddrm>/recon/{test.npz,trajectory.csv}   (sample_dps, sample_ddrm: test split)
 #
 # A dataset listed under prior.pretrained uses that published checkpoint instead of a trained
-# prior: its DPS/DDRM jobs take the checkpoint file as input and train_prior never runs for it.
+# prior: the jobs that need a prior take the checkpoint file as input and train_prior never runs for it.
 
 include: "baselines_diffusion_common.smk"
 
@@ -14,7 +13,7 @@ rule train_prior:
     input:
         data="results/{dataset}/data/train.npy",
         manifest="results/{dataset}/data/train_manifest.csv",
-        code=code("train.py", "training", "nn", "prior/__init__.py", "prior/schedule.py", "prior/loss.py", "data", "runtime.py"),
+        code=code("train", "prior.loss"),
     output:
         weights="results/{dataset}/prior/weights.pt",
         log_csv="results/{dataset}/prior/train_log.csv",
@@ -54,126 +53,3 @@ rule train_prior:
         "--weights {output.weights:q} --log-csv {output.log_csv:q} --state-root {params.state_root:q} "
         "--micro-batch {resources.micro_batch} --activation-checkpointing {resources.activation_checkpointing} "
         "--data-workers {resources.data_workers} --time-budget-min {resources.runtime} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
-
-
-rule tune_dps:
-    input:
-        prior=prior_weights,
-        operator="results/{dataset}/{task}/operator.json",
-        measurements="results/{dataset}/{task}/measurements/val.npz",
-        code=code("tune.py", "methods/dps.py", *PRIOR_CODE),
-    output:
-        chosen="results/{dataset}/{task}/dps/tuning/chosen.yaml",
-        grid="results/{dataset}/{task}/dps/tuning/grid.csv",
-    params:
-        device=gpu_device,
-        settings=settings(diffusion_settings("dps", "val")),
-    log:
-        log("tune_dps", "{dataset}_{task}"),
-    benchmark:
-        bench("tune_dps", "{dataset}_{task}")
-    conda:
-        "../../envs/torch.yaml"
-    threads: 2
-    resources:
-        mem_mb=8000,
-        runtime=120,
-        gpu=1,
-    shell:
-        "python -m diracbench.tune --method dps --settings {params.settings:q} --operator {input.operator:q} "
-        "--measurements {input.measurements:q} --input prior={input.prior:q} "
-        "--out-chosen {output.chosen:q} --out-grid {output.grid:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
-
-
-rule sample_dps:
-    input:
-        prior=prior_weights,
-        operator="results/{dataset}/{task}/operator.json",
-        measurements="results/{dataset}/{task}/measurements/test.npz",
-        chosen=rules.tune_dps.output.chosen,
-        code=code("sample.py", "contracts.py", "methods/dps.py", *PRIOR_CODE),
-    output:
-        recon="results/{dataset}/{task}/dps/recon/test.npz",
-        trajectory="results/{dataset}/{task}/dps/recon/trajectory.csv",
-    params:
-        device=gpu_device,
-        settings=settings(diffusion_settings("dps", "test")),
-    log:
-        log("sample_dps", "{dataset}_{task}"),
-    benchmark:
-        bench("sample_dps", "{dataset}_{task}")
-    conda:
-        "../../envs/torch.yaml"
-    threads: 2
-    resources:
-        mem_mb=8000,
-        runtime=240,
-        gpu=1,
-    shell:
-        "python -m diracbench.sample --method dps --settings {params.settings:q} --operator {input.operator:q} "
-        "--measurements {input.measurements:q} --tuned {input.chosen:q} --input prior={input.prior:q} "
-        "--out {output.recon:q} --trajectory {output.trajectory:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
-
-
-rule tune_ddrm:
-    input:
-        prior=prior_weights,
-        operator="results/{dataset}/{task}/operator.json",
-        measurements="results/{dataset}/{task}/measurements/val.npz",
-        code=code("tune.py", "methods/ddrm.py", *PRIOR_CODE),
-    output:
-        chosen="results/{dataset}/{task}/ddrm/tuning/chosen.yaml",
-        grid="results/{dataset}/{task}/ddrm/tuning/grid.csv",
-    params:
-        device=gpu_device,
-        settings=settings(diffusion_settings("ddrm", "val")),
-    log:
-        log("tune_ddrm", "{dataset}_{task}"),
-    benchmark:
-        bench("tune_ddrm", "{dataset}_{task}")
-    conda:
-        "../../envs/torch.yaml"
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=60,
-        gpu=1,
-    shell:
-        "python -m diracbench.tune --method ddrm --settings {params.settings:q} --operator {input.operator:q} "
-        "--measurements {input.measurements:q} --input prior={input.prior:q} "
-        "--out-chosen {output.chosen:q} --out-grid {output.grid:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
-
-
-rule sample_ddrm:
-    input:
-        prior=prior_weights,
-        operator="results/{dataset}/{task}/operator.json",
-        measurements="results/{dataset}/{task}/measurements/test.npz",
-        chosen=rules.tune_ddrm.output.chosen,
-        code=code("sample.py", "contracts.py", "methods/ddrm.py", *PRIOR_CODE),
-    output:
-        recon="results/{dataset}/{task}/ddrm/recon/test.npz",
-        trajectory="results/{dataset}/{task}/ddrm/recon/trajectory.csv",
-    params:
-        device=gpu_device,
-        settings=settings(diffusion_settings("ddrm", "test")),
-    log:
-        log("sample_ddrm", "{dataset}_{task}"),
-    benchmark:
-        bench("sample_ddrm", "{dataset}_{task}")
-    conda:
-        "../../envs/torch.yaml"
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=60,
-        gpu=1,
-    shell:
-        "python -m diracbench.sample --method ddrm --settings {params.settings:q} --operator {input.operator:q} "
-        "--measurements {input.measurements:q} --tuned {input.chosen:q} --input prior={input.prior:q} "
-        "--out {output.recon:q} --trajectory {output.trajectory:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
-
-
-FINAL_TARGETS.extend(
-    expand("results/{dataset}/{task}/{method}/recon/test.npz", dataset=DATASETS, task=TASKS, method=DIFFUSION_BASELINES)
-)

@@ -12,8 +12,8 @@ rule schedule:
     input:
         unpack(schedule_file),
         train="results/{dataset}/data/train.npy",
-        operator="results/{dataset}/{task}/operator.json",
-        code=code("schedule", "operators", "data", "metrics/__init__.py", "metrics/perceptual.py", "metrics/backbones.py", "seeding.py", "runtime.py"),
+        operator=rules.measure.output.operator,
+        code=code("schedule.__main__"),
     output:
         table="results/{dataset}/{task}/schedule/schedule.csv",
         iterations="results/{dataset}/{task}/schedule/iterations.csv",
@@ -49,9 +49,9 @@ rule train_dirac:
     input:
         data="results/{dataset}/data/train.npy",
         manifest="results/{dataset}/data/train_manifest.csv",
-        operator="results/{dataset}/{task}/operator.json",
+        operator=rules.measure.output.operator,
         schedule=rules.schedule.output.table,
-        code=code("train.py", "training", "nn", "dirac", "operators", "data", "runtime.py"),
+        code=code("train", "dirac.loss"),
     output:
         weights="results/{dataset}/{task}/models/dirac-dt{dt}/weights.pt",
         log_csv="results/{dataset}/{task}/models/dirac-dt{dt}/train_log.csv",
@@ -92,10 +92,10 @@ rule train_dirac:
 rule tune_dirac:
     input:
         unpack(dirac_models),
-        operator="results/{dataset}/{task}/operator.json",
-        measurements="results/{dataset}/{task}/measurements/val.npz",
+        operator=rules.measure.output.operator,
+        measurements=rules.measure.output.val,
         schedule=rules.schedule.output.table,
-        code=code("tune.py", "train.py", *DIRAC_CODE),
+        code=code("tune", *method_modules(DIRAC_METHODS)),
     output:
         chosen="results/{dataset}/{task}/dirac/tuning/chosen.yaml",
         grid="results/{dataset}/{task}/dirac/tuning/grid.csv",
@@ -134,17 +134,17 @@ rule tune_dirac:
 rule sample_dirac:
     input:
         unpack(lambda w: dirac_models(w, (w.variant,))),
-        operator="results/{dataset}/{task}/operator.json",
-        measurements="results/{dataset}/{task}/measurements/test.npz",
+        operator=rules.measure.output.operator,
+        measurements=rules.measure.output.test,
         schedule=rules.schedule.output.table,
         chosen=rules.tune_dirac.output.chosen,
-        code=code("sample.py", "contracts.py", "train.py", *DIRAC_CODE),
+        code=code("sample", *method_modules(DIRAC_METHODS)),
     output:
         recon="results/{dataset}/{task}/dirac-{variant}/recon/test.npz",
         trajectory="results/{dataset}/{task}/dirac-{variant}/recon/trajectory.csv",
         posterior="results/{dataset}/{task}/dirac-{variant}/recon/posterior_samples.npz",
     wildcard_constraints:
-        variant="po|do",
+        variant="|".join(DIRAC_VARIANTS_ALL),
     params:
         device=gpu_device,
         settings=settings(dirac_sample_settings),

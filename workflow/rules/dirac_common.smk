@@ -3,9 +3,10 @@ import shlex
 
 include: "training_common.smk"
 
-
-DIRAC_VARIANTS = [m.split("-", 1)[1] for m in METHODS if m in ("dirac-po", "dirac-do")]
-DIRAC_CODE = ("dirac", "operators", "nn", "methods/__init__.py", "methods/base.py", "methods/dirac.py", "metrics/__init__.py", "metrics/perceptual.py", "metrics/backbones.py", "seeding.py", "runtime.py")
+# Methods run by the Dirac rules (registry entries with rules: dirac): dirac-<variant>.
+DIRAC_METHODS = [m for m, s in METHOD_SPECS.items() if s.rules == "dirac"]
+DIRAC_VARIANTS_ALL = [m.split("-", 1)[1] for m in DIRAC_METHODS]
+DIRAC_VARIANTS = [m.split("-", 1)[1] for m in METHODS if m in DIRAC_METHODS]
 
 
 def dirac_task(task):
@@ -18,10 +19,6 @@ def dirac_task(task):
 def dt_name(dt):
     """The folder suffix of a look-ahead (1.0 -> '1', 0.5 -> '0.5')."""
     return f"{float(dt):g}"
-
-
-def lpips_settings():
-    return {"net": config["metrics"]["lpips_net"], "upsample_below": config["metrics"]["lpips_upsample_below"]}
 
 
 def model_path(wildcards, dt):
@@ -68,7 +65,8 @@ def dirac_model_args(wildcards, input):
     args = []
     for name in input.keys():
         if name.startswith("model_dt"):
-            args.append(f"--input model-dt{name[len('model_dt'):].replace('_', '.')}={shlex.quote(input[name])}")
+            item = f"model-dt{name[len('model_dt'):].replace('_', '.')}={input[name]}"
+            args.append(f"--input {shlex.quote(item)}")
     return " ".join(args)
 
 

@@ -31,17 +31,28 @@ import torch
 from diracbench.dirac import scheduled_family
 from diracbench.dirac.sampler import SamplerSettings, dirac_sample
 from diracbench.errors import UserError
+from diracbench.metrics.image_quality import data_consistency, psnr
+from diracbench.metrics.registry import better, resolve_objective
 from diracbench.methods.base import TRAJECTORY_COLUMNS, Problem, Reconstruction, RunContext, TuningResult
 from diracbench.nn.models import load_model
 from diracbench.operators import GeometricNoise
 from diracbench.seeding import image_generators, seed_from_string
+
+# Registry entries (read as literals by diracbench.methods.registry, without importing this
+# module). Both variants share the config section `dirac:` (required when either is configured),
+# one tuning job and the trained models, so they run under their own rules (workflow/rules/dirac.smk).
+METHOD_SPECS = {
+    "dirac-po": {"display": "Dirac-PO", "order": 10, "env": "torch", "rules": "dirac", "tuning": "own", "section": "dirac", "section_required": True,
+                 "schema": "dirac.schema.yaml", "figures": ["lpips-nfe"], "gpu": True},
+    "dirac-do": {"display": "Dirac-DO", "order": 20, "env": "torch", "rules": "dirac", "tuning": "own", "section": "dirac", "section_required": True,
+                 "schema": "dirac.schema.yaml", "figures": ["lpips-nfe"], "gpu": True},
+}
 
 VARIANTS = ("po", "do")
 SAMPLER_KEYS = ("model_dt", "dt", "estimator", "delta", "guidance", "zeta", "guidance_sign", "output")
 RUN_KEYS = ("batch_size", "lpips_every", "lpips")
 POSTERIOR_KEYS = ("posterior_images", "posterior_samples", "posterior_t_stop")
 INFO_KEYS = ("nfe", "selected_by")  # written to chosen.yaml by `tune`, informational only
-OBJECTIVES = {"psnr": "max", "lpips": "min", "fd-vgg": "min"}
 
 
 def model_input_name(model_dt: float) -> str:
@@ -88,12 +99,12 @@ class _Recorder:
     last: tuple | None = None
 
     def __call__(self, step: int, t: float, x0_hat: torch.Tensor, iterate: torch.Tensor | None) -> None:
-        dc = (self.y - self.a_1(x0_hat)).pow(2).flatten(1).mean(1)
+        dc = data_consistency(self.y, x0_hat, self.a_1)
         clipped = x0_hat.clamp(0, 1)
         # Per-step numbers stay on the device until the batch is done: no host sync inside the loop.
-        row = {"step": step, "t": t, "nfe": step + 1, "dc": dc, "psnr": _psnr(clipped, self.x)}
+        row = {"step": step, "t": t, "nfe": step + 1, "dc": dc, "psnr": psnr(clipped, self.x)}
         if self.keep_iterate and iterate is not None:
-            row["psnr_iterate"] = _psnr(iterate.clamp(0, 1), self.x)
+            row["psnr_iterate"] = psnr(iterate.clamp(0, 1), self.x)
         self.rows.append(row)
         if self.every and step % self.every == 0:
             self._store(step, clipped, iterate)
@@ -107,11 +118,6 @@ class _Recorder:
     def finish(self) -> None:
         if self.every and self.last is not None and ("x0_hat", self.last[0]) not in self.stored:
             self._store(*self.last)
-
-
-def _psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    mse = (a - b.clamp(0, 1)).pow(2).flatten(1).mean(1).clamp_min(1e-12)
-    return 10 * torch.log10(1.0 / mse)
 
 
 @dataclass
@@ -242,10 +248,7 @@ def tune(problem: Problem, settings: dict, ctx: RunContext) -> TuningResult:
         raise UserError("dirac tuning lpips_every must be at least 1 (PO is chosen among the steps that get a perceptual score)")
     objectives = {"po": tuning["po_metric"], "do": tuning["do_metric"]}
     for v, m in list(objectives.items()):
-        m = ("lpips" if problem.task == "deblur" else "fd-vgg") if m == "auto" else m
-        if m not in OBJECTIVES:
-            raise UserError(f"dirac tuning {v}_metric {m!r} is unknown; use auto or one of {sorted(OBJECTIVES)}")
-        objectives[v] = m
+        objectives[v] = resolve_objective(m, problem.task, f"{v}_metric")
     variants = {}
     for v in VARIANTS:
         hp = {**settings["variants"][v], "variant": v}
@@ -274,12 +277,12 @@ def tune(problem: Problem, settings: dict, ctx: RunContext) -> TuningResult:
         if keep_iterate:
             per_step["psnr"] = run.rows.groupby("step")["psnr_iterate"].mean()
             per_step["lpips"] = _lpips_column(run, problem.x, metric, "iterate").groupby(run.rows["step"]).mean()
-        if any(objectives[v] == "fd-vgg" for v in members):
+        if any(objectives[v] == "fd_vgg" for v in members):
             if feats is None:
                 from diracbench.metrics.perceptual import VGGFeatures
 
                 feats = VGGFeatures(upsample_below=settings["lpips"]["upsample_below"], device=ctx.device)
-            per_step["fd-vgg"] = pd.Series(_fd_vgg(run, problem.x, feats, quantity))
+            per_step["fd_vgg"] = pd.Series(_fd_vgg(run, problem.x, feats, quantity))
         per_step = per_step.reset_index()
         for v in members:
             hp_v = variants[v]
@@ -295,7 +298,7 @@ def tune(problem: Problem, settings: dict, ctx: RunContext) -> TuningResult:
                 if objective not in grid or grid[objective].isna().all():
                     raise UserError(f"dirac tuning could not score {objective} for variant {v}")
                 values = grid[objective].to_numpy(dtype=np.float64)
-                best = int(np.nanargmax(values) if OBJECTIVES[objective] == "max" else np.nanargmin(values))
+                best = int(np.nanargmax(values) if better(objective) == "max" else np.nanargmin(values))
                 t_stop = float(grid.loc[best, "t"])
                 selected = {"by": objective, "value": float(values[best]), "split": problem.split, "n_images": len(problem), "quantity": quantity}
             else:

@@ -31,6 +31,29 @@ from diracbench.prior.schedule import SpacedSchedule
 from diracbench.progress import progress
 from diracbench.seeding import image_generators, randn_per_image
 
+# Registry entry (read as a literal by diracbench.methods.registry, without importing this module).
+METHOD_SPECS = {
+    "dps": {
+        "display": "DPS",
+        "order": 30,
+        "env": "torch",
+        "inputs": ["prior"],
+        "tunes": ["steps", "scale", "variance", "clip_x0"],
+        "schema": "dps.schema.yaml",
+        "figures": ["consistency", "lpips-nfe"],
+        "resources": {"tune": {"mem_mb": 8000, "runtime": 120}, "sample": {"mem_mb": 8000, "runtime": 240}},
+        "gpu": True,
+        # The embedded default's section: used where the config has no `dps:` (or lacks a key).
+        "defaults": {
+            "hparams": {"steps": 1000, "scale": 0.5, "variance": "fixedsmall", "clip_x0": True, "batch_size": 64},
+            "grid": {"deblur": {"scale": [0.2, 0.5, 1.0]}, "inpaint": {"scale": [0.2, 0.5, 1.0]}},
+            "objective": "lpips",
+            "max_images": {"val": 2, "test": 8},
+            "trajectory": {"every": 50, "lpips_every": 250},
+        },
+    },
+}
+
 HPARAMS = ("steps", "scale", "variance", "clip_x0", "batch_size", "prior")
 VARIANCES = ("fixedsmall", "fixedlarge", "learned")
 EpsFn = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor | None]]

@@ -86,11 +86,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     key = run_key({"stage": "metrics", "settings": s, "images": [first, last], "batch_size": s["batch_size"]}, inputs)
     partial = PartialDir(args.partial or default_partial_dir(output), key)
     parts, resumed = [], 0
+    cache: dict = {}  # the networks (LPIPS, VGG) are built once, not once per batch
     for i, sl in enumerate(batches):
         name = f"batch-{sl.start:09d}"
         piece = partial.load(name)
         if piece is None:
-            piece = scores_to_arrays(score_images(_take(recon, sl), meas, idx[sl], operator, float(spec["sigma_1"]), s, device))
+            piece = scores_to_arrays(score_images(_take(recon, sl), meas, idx[sl], operator, float(spec["sigma_1"]), s, device, cache))
             partial.save(name, piece)
         else:
             resumed += 1
