@@ -30,7 +30,7 @@ LPIPS = {"net": "vgg", "upsample_below": 64}
 N, SIZE = 3, 16
 SETTINGS = {
     "dps": {"hparams": {"steps": 4, "variance": "fixedsmall", "clip_x0": True, "batch_size": 2, "prior": PRIOR}, "grid": {"scale": [0.1, 0.5, 2.0]}, "objective": "lpips"},
-    "ddrm": {"hparams": {"steps": 3, "eta": 0.85, "eta_b": 1.0, "mask_threshold": 0.01, "batch_size": 2, "prior": PRIOR}, "grid": {"blur_threshold": [0.01, 0.3]}, "objective": "fd-vgg"},
+    "ddrm": {"hparams": {"steps": 3, "eta": 0.85, "eta_b": 1.0, "mask_threshold": 0.01, "batch_size": 2, "prior": PRIOR}, "grid": {"blur_threshold": [0.01, 0.3]}, "objective": "fd_vgg"},
 }
 
 
