@@ -24,7 +24,7 @@ include: "workflow/rules/dirac.smk"
 include: "workflow/rules/baselines_diffusion.smk"
 
 
-include: "workflow/rules/baselines_scico.smk"
+include: "workflow/rules/methods.smk"
 
 
 include: "workflow/rules/report.smk"

@@ -37,6 +37,19 @@ def parse_settings(text: str) -> dict[str, Any]:
     return data
 
 
+def parse_inputs(items: list[str]) -> dict[str, Path]:
+    """`--input NAME=PATH` items -> {name: path}; each file must exist."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise UserError(f"--input {item!r}: expected name=path")
+        name, path = item.split("=", 1)
+        if not Path(path).is_file():
+            raise UserError(f"--input {name}={path}: no such file; run the rule that makes it first")
+        out[name] = Path(path)
+    return out
+
+
 def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--settings", type=parse_settings, default={}, help="JSON object or @file.yaml with the stage's parameters")

@@ -17,7 +17,38 @@ def check_config(config: dict) -> None:
         raise UserError("invalid configuration:\n  - " + "\n  - ".join(problems))
 
 
-def validation_message(error) -> str:
+def check_methods(methods: list[str], specs: dict, config: dict) -> None:
+    """Configured methods are registered; their sections (with defaults) exist; their tuning grids
+    cover every task and search only what the method tunes. `specs`: methods.registry.registry()."""
+    problems = []
+    unknown = [m for m in methods if m not in specs]
+    if unknown:
+        problems.append(f"methods: {unknown} are not registered methods; registered: {list(specs)} "
+                        "(a module in src/diracbench/methods/ registers a name with METHOD_SPECS)")
+    for name in methods:
+        if name not in specs:
+            continue
+        spec = specs[name]
+        try:
+            section = spec.settings(config)
+        except UserError as err:
+            problems.append(str(err))
+            continue
+        if spec.tuning != "grid":
+            continue
+        grid = section.get("grid") or {}
+        for task in config["tasks"]:
+            if task not in grid:
+                problems.append(f"{spec.section}.grid lacks the task {task!r}; give its values to search on val (or {{}} for none)")
+            elif spec.tunes is not None:
+                extra = sorted(set(grid[task]) - set(spec.tunes))
+                if extra:
+                    problems.append(f"{spec.section}.grid.{task} searches {extra}, which {name} does not tune; it tunes {list(spec.tunes)}")
+    if problems:
+        raise UserError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+def validation_message(error, prefix: str = "") -> str:
     """One line for a jsonschema ValidationError: the config key, what is wrong, what it is for."""
     while error.context:  # oneOf/anyOf: explain the branch the user meant
         branches: dict[int, list] = {}
@@ -35,9 +66,9 @@ def validation_message(error) -> str:
             candidates = list(error.context)
         depth = max(len(e.absolute_path) for e in candidates)
         error = next(e for e in candidates if len(e.absolute_path) == depth)
-    key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    key = ".".join(str(p) for p in ([prefix] if prefix else []) + list(error.absolute_path)) or "(top level)"
     hint = error.schema.get("description") if isinstance(error.schema, dict) else None
-    if error.validator == "additionalProperties" and not error.absolute_path:
+    if error.validator == "additionalProperties" and not error.absolute_path and not prefix:
         # Snakemake's --configfile takes several files: a target written after it is read as config.
         hint = ("unknown top-level keys: if a target follows --configfile on the command line, Snakemake read it as "
                 "a config file; put targets before --configfile")

@@ -6,7 +6,8 @@ Figures (each subcommand writes <out-stem>.png and <out-stem>.pdf):
   consistency  Fig. 4 left — data-consistency residual mean (y - A_1(x0_hat))^2 vs t for Dirac
                without guidance, DPS and DDRM, with the noise floor sigma_1^2.
   lpips-nfe    Fig. 4 right — LPIPS vs number of network evaluations for the diffusion methods.
-  schedules    Fig. 7 — the degradation schedules (blur std / mask std vs t) per task.
+  schedules    Fig. 7 — the degradation schedules (blur std / mask std vs t) per task, each
+               labelled by what made it (settings `schedules.<task>`: the task's schedule config).
   samples      sample grid: measurement, each method, ground truth, for the first test images.
   uncertainty  pixel-wise std over several Dirac-PO posterior samples of the same measurement.
 
@@ -29,18 +30,13 @@ import pandas as pd
 from diracbench import cli
 from diracbench.contracts import check_csv_complete
 from diracbench.errors import UserError
+from diracbench.methods.registry import display_name, method_order
 
 TRAJECTORY_COLUMNS = ("image", "name", "step", "t", "nfe", "dc", "psnr", "lpips")
-METHOD_ORDER = ("dirac", "dirac-po", "dirac-do", "dps", "ddrm", "pnp-admm", "admm-tv")
-DISPLAY = {
-    "dirac": "Dirac (no guidance)",
-    "dirac-po": "Dirac-PO",
-    "dirac-do": "Dirac-DO",
-    "dps": "DPS",
-    "ddrm": "DDRM",
-    "pnp-admm": "PnP-ADMM",
-    "admm-tv": "ADMM-TV",
-}
+# "dirac" is not a method but Dirac's unguided validation trajectory (Figs. 3-4); the methods'
+# names, order and colours come from the method registry.
+DIRAC_TRAJECTORY = "dirac"
+METHOD_ORDER = (DIRAC_TRAJECTORY,) + method_order()
 TASK_TITLES = {"deblur": "Gaussian deblurring", "inpaint": "Inpainting"}
 SEVERITY_LABEL = {"blur": "blur kernel std (px)", "inpaint": "mask std (px)"}
 
@@ -59,6 +55,22 @@ def parse_inputs(items: Sequence[str]) -> dict[str, dict[str, Path]]:
         kind, _, method = key.partition("__")
         out.setdefault(kind, {})[method.replace("_", "-")] = Path(path)
     return out
+
+
+def display(method: str) -> str:
+    return "Dirac (no guidance)" if method == DIRAC_TRAJECTORY else display_name(method)
+
+
+def schedule_label(schedule: dict | None) -> str:
+    """What made a schedule, from its config (tasks.<task>.schedule): the legend of Fig. 7."""
+    if not schedule:
+        return "schedule"
+    kind = schedule.get("kind")
+    if kind == "greedy":
+        return f"learned (greedy {str(schedule.get('metric', '')).upper()})"
+    if kind == "from_file":
+        return f"table ({Path(str(schedule.get('file', ''))).name})"
+    return str(kind)
 
 
 def _ordered(mapping: dict[str, Path]) -> list[tuple[str, Path]]:
@@ -189,7 +201,7 @@ def fig_consistency(inputs: dict, settings: dict, out_stem: Path) -> list[Path]:
     empty = []
     for method, path in _ordered(trajs):
         m = step_means(read_trajectory(path, method)).dropna(subset=["dc"])
-        label = "Dirac, no guidance (val)" if method == "dirac" else DISPLAY.get(method, method)
+        label = "Dirac, no guidance (val)" if method == DIRAC_TRAJECTORY else display(method)
         if m.empty:
             empty.append(label)
             continue
@@ -233,14 +245,14 @@ def fig_lpips_nfe(inputs: dict, settings: dict, out_stem: Path) -> list[Path]:
         m = step_means(read_trajectory(path, method)).dropna(subset=["lpips", "nfe"])
         m = m[m["nfe"] > 0]
         if m.empty:
-            empty.append(DISPLAY.get(method, method))
+            empty.append(display(method))
             continue
-        ax.plot(m["nfe"], m["lpips"], color=colours[method], lw=1.2, alpha=0.8, label=f"{DISPLAY.get(method, method)}: x̂₀ along the run")
+        ax.plot(m["nfe"], m["lpips"], color=colours[method], lw=1.2, alpha=0.8, label=f"{display(method)}: x̂₀ along the run")
     for method, path in _ordered(aggs):
         agg = read_csv(path, ("metric", "mean"), "the 'metrics' rule").set_index("metric")["mean"]
         nfe, lp = float(agg.get("nfe", math.nan)), float(agg.get("lpips", math.nan))
         if np.isfinite(nfe) and np.isfinite(lp) and nfe > 0:
-            ax.scatter([nfe], [lp], color=colours[method], edgecolor="k", zorder=5, s=36, label=f"{DISPLAY.get(method, method)}: output (test)")
+            ax.scatter([nfe], [lp], color=colours[method], edgecolor="k", zorder=5, s=36, label=f"{display(method)}: output (test)")
     _note_empty(ax, empty)
     ax.set_xscale("log")
     ax.set_xlabel("network evaluations (NFE)")
@@ -261,7 +273,8 @@ def fig_schedules(inputs: dict, settings: dict, out_stem: Path) -> list[Path]:
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.4 * len(tasks), 2.8), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         df = read_csv(schedules[task], ("t", "value"), "the 'schedule' rule").sort_values("t")
-        ax.plot(df["t"], df["value"], color="C0", lw=1.6, marker="o", markersize=2, label="learned (greedy LPIPS)")
+        source = settings.get("schedules", {}).get(task)
+        ax.plot(df["t"], df["value"], color="C0", lw=1.6, marker="o", markersize=2, label=schedule_label(source))
         kind = None
         if task in operators:
             from diracbench.io import read_json
@@ -269,7 +282,7 @@ def fig_schedules(inputs: dict, settings: dict, out_stem: Path) -> list[Path]:
             fam = read_json(operators[task], "the 'measure' rule")["family"]
             kind = fam.get("kind")
             lin = fam.get("std_schedule") or fam.get("mask_std_schedule") or {}
-            if lin.get("kind") == "linear":
+            if lin.get("kind") == "linear" and (source or {}).get("kind") != "linear":
                 ax.plot([0, 1], [lin["start"], lin["end"]], color="0.5", ls="--", lw=1, label="linear (config end points)")
         ax.set_xlabel("severity t")
         ax.set_ylabel(SEVERITY_LABEL.get(kind, "severity value"))
@@ -325,7 +338,7 @@ def fig_samples(inputs: dict, settings: dict, out_stem: Path) -> list[Path]:
                     row = per_image[col].loc[name]
                     ax.set_xlabel(f"{row['psnr']:.1f} dB / {row['lpips']:.3f}", fontsize=6, labelpad=1)
             if r == 0:
-                ax.set_title({"y": "measurement y", "x": "ground truth"}.get(col, DISPLAY.get(col, col)), fontsize=7)
+                ax.set_title({"y": "measurement y", "x": "ground truth"}.get(col, display(col)), fontsize=7)
     fig.suptitle(f"{_title(settings)}: test samples (labels: PSNR / LPIPS)", fontsize=8)
     fig.tight_layout(pad=0.3, h_pad=0.9, rect=(0, 0, 1, 0.97))
     return save(fig, out_stem)

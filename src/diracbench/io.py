@@ -91,6 +91,17 @@ class OutputSet:
     def write_text(self, final: str | Path, text: str) -> None:
         self.path(final).write_text(text)
 
+    def write_npz(self, final: str | Path, **arrays: Any) -> None:
+        """An uncompressed .npz of named arrays (what read_npz loads)."""
+        with open(self.path(final), "wb") as fh:
+            np.savez(fh, **arrays)
+
+    def write_yaml(self, final: str | Path, data: Any) -> None:
+        """YAML with sorted keys; numpy scalars and arrays as plain numbers and lists."""
+        import yaml
+
+        self.write_text(final, yaml.safe_dump(plain(data), sort_keys=True))
+
     def __enter__(self) -> "OutputSet":
         return self
 
@@ -124,17 +135,15 @@ def write_json(path: str | Path, data: Any) -> None:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_jsonable) + "\n")
 
 
-def write_yaml(path: str | Path, data: Any) -> None:
-    import yaml
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(yaml.safe_dump(json.loads(json.dumps(data, default=_jsonable)), sort_keys=False))
-
-
-def write_npz(path: str | Path, **arrays: Any) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+def plain(obj: Any) -> Any:
+    """numpy scalars -> builtins (recursively through dicts, lists and tuples), so YAML stays readable."""
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
 
 
 def read_npz(path: str | Path, required: tuple[str, ...] = (), producer: str = "the rule that makes it") -> dict[str, np.ndarray]:

@@ -52,7 +52,6 @@ from diracbench.sharding import (
     trajectory_order,
     write_outputs,
 )
-from diracbench.train import parse_inputs
 
 
 def read_tuned(arg: str | None, declared: dict | None = None) -> dict:
@@ -130,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         extra_out[name] = Path(path)
     problem = load_problem(args.operator, args.measurements, args.split, device).subset(s.get("max_images"))
     hparams = {**s.get("hparams", {}), **read_tuned(args.tuned, s.get("hparams", {}))}
-    ctx = RunContext(device=device, threads=args.threads, seed=int(s.get("seed", 0)), inputs=parse_inputs(args.input))
+    ctx = RunContext(device=device, threads=args.threads, seed=int(s.get("seed", 0)), inputs=cli.parse_inputs(args.input))
     plan = batch_plan(args.method, len(problem), _batch_size(hparams, args.method))
     mine = shard_batches(plan, parse_shard(args.shard) if args.shard else None, args.images)
     start = mine[0].start if mine else (plan[-1].stop if plan else 0)

@@ -1,8 +1,9 @@
 """`python -m diracbench.tables`: the paper's Table 1 for one dataset, as Markdown, LaTeX, CSV, HTML.
 
-Rows: Dirac-PO, Dirac-DO, DPS, DDRM, PnP-ADMM, ADMM-TV (those configured), then the measurement
-y as a reference row. Column groups: one per task (deblurring, inpainting), each with PSNR, SSIM,
-LPIPS, FID, FD-VGG, data consistency (DC / sigma_1^2) and n. Every number is the `mean` of the
+Rows: the configured methods in the method registry's order (Dirac-PO, Dirac-DO, DPS, DDRM,
+PnP-ADMM, ADMM-TV, then any other registered method), then the measurement y as a reference row.
+Column groups: one per task (deblurring, inpainting), each with the metric registry's table
+columns (PSNR, SSIM, LPIPS, FID, FD-VGG, data consistency DC / sigma_1^2) and n. Every number is the `mean` of the
 method's metrics/aggregate.csv, i.e. the mean of its per-image CSV; the CSV adds the bootstrap CI.
 The best method per column is bold (the reference row does not compete; DC has no "best": a value
 near 1 means consistent up to the noise, below 1 means the noise was fitted).
@@ -24,37 +25,23 @@ from diracbench import cli
 from diracbench.contracts import check_aggregate
 from diracbench.errors import UserError
 
-METHOD_ORDER = ("dirac-po", "dirac-do", "dps", "ddrm", "pnp-admm", "admm-tv")
-DISPLAY = {
-    "dirac-po": "Dirac-PO",
-    "dirac-do": "Dirac-DO",
-    "dps": "DPS",
-    "ddrm": "DDRM",
-    "pnp-admm": "PnP-ADMM",
-    "admm-tv": "ADMM-TV",
-    "y": "Measurement y (reference)",
-}
+from diracbench.methods.registry import display_name, ordered
+from diracbench.metrics.registry import Metric, footnote_metrics, set_metrics, table_columns
+
+REFERENCE = "y"
+REFERENCE_DISPLAY = "Measurement y (reference)"
 TASK_TITLES = {"deblur": "Gaussian deblurring", "inpaint": "Inpainting"}
+# Table 1's metric columns come from the metric registry (diracbench/metrics/registry.py), read
+# when a table is built, so a metric registered there is a column here.
+def columns() -> tuple[Metric, ...]:
+    return table_columns()
 
 
-@dataclass(frozen=True)
-class Column:
-    metric: str
-    title: str
-    digits: int
-    higher_better: bool | None  # None: no best value
+def display(method: str) -> str:
+    """A row's name: the registry's display name; the measurement's reference row."""
+    return REFERENCE_DISPLAY if method == REFERENCE else display_name(method)
 
 
-COLUMNS = (
-    Column("psnr", "PSNR↑", 2, True),
-    Column("ssim", "SSIM↑", 4, True),
-    Column("lpips", "LPIPS↓", 4, False),
-    Column("fid", "FID↓", 2, False),
-    Column("fd_vgg", "FD-VGG↓", 2, False),
-    Column("dc_ratio", "DC/σ²", 2, None),
-)
-_TEX_TITLES = {"PSNR↑": r"PSNR$\uparrow$", "SSIM↑": r"SSIM$\uparrow$", "LPIPS↓": r"LPIPS$\downarrow$", "FID↓": r"FID$\downarrow$",
-               "FD-VGG↓": r"FD-VGG$\downarrow$", "DC/σ²": r"DC/$\sigma_1^2$"}
 AGG_COLUMNS = ("dataset", "task", "method", "metric", "n", "mean", "ci_low", "ci_high", "ci_level", "note")
 
 
@@ -102,43 +89,44 @@ def build_table(agg: pd.DataFrame, dataset: str, tasks: Sequence[str], methods: 
     if agg.empty:
         raise UserError(f"no aggregates for dataset {dataset!r}")
     present = set(agg.method)
-    rows = [m for m in METHOD_ORDER if m in methods and m in present]
-    rows += [m for m in methods if m not in METHOD_ORDER and m in present]  # future methods appear too
+    rows = ordered([m for m in methods if m in present])  # registry order; unregistered ones last
     missing = [m for m in methods if m not in present]
-    if "y" in present:
-        rows.append("y")
+    if REFERENCE in present:
+        rows.append(REFERENCE)
     agg["best"] = False
     for task in tasks:
-        for col in COLUMNS:
-            if col.higher_better is None:
+        for col in columns():
+            if col.higher_is_better is None:
                 continue
-            sel = (agg.task == task) & (agg.metric == col.metric) & agg.method.isin([m for m in rows if m != "y"])
+            sel = (agg.task == task) & (agg.metric == col.name) & agg.method.isin([m for m in rows if m != REFERENCE])
             vals = agg.loc[sel, "mean"].astype(float)
             vals = vals[np.isfinite(vals)]
             if vals.empty:
                 continue
-            best = vals.max() if col.higher_better else vals.min()
+            best = vals.max() if col.higher_is_better else vals.min()
             agg.loc[vals.index[vals == best], "best"] = True
     return Table(dataset, list(tasks), rows, agg, _footnotes(agg, tasks, rows), missing)
 
 
 def _footnotes(agg: pd.DataFrame, tasks: Sequence[str], rows: Sequence[str]) -> list[str]:
     notes = []
-    texts = sorted(set(agg[(agg.metric == "fd_vgg") & agg.method.isin(rows)]["note"]) - {""})
-    notes += [f"{t}." for t in texts]
-    fid = agg[(agg.metric == "fid") & agg.method.isin(rows)]
-    unavailable = sorted(set(fid[~np.isfinite(fid["mean"].astype(float))]["note"]) - {""})
-    notes += [f"FID n/a: {t}." for t in unavailable]
-    available = sorted(set(fid[np.isfinite(fid["mean"].astype(float))]["note"]) - {""})
-    notes += [f"FID: {t}." for t in available]
-    dc = sorted(set(agg[(agg.metric == "dc") & agg.method.isin(rows)]["note"]) - {""})
-    notes += [f"DC/σ²: {t}; no best value is marked." for t in dc]
+    for m in footnote_metrics():
+        sel = agg[(agg.metric == m.name) & agg.method.isin(rows)]
+        if not m.caption or sel.empty:
+            continue
+        if m.na_caption:
+            finite = np.isfinite(sel["mean"].astype(float))
+            notes += [m.na_caption.format(note=t) for t in sorted(set(sel[~finite]["note"]) - {""})]
+            notes += [m.caption.format(note=t) for t in sorted(set(sel[finite]["note"]) - {""})]
+        else:
+            notes += [m.caption.format(note=t) for t in sorted(set(sel["note"]) - {""})]
     for task in tasks:
         n = agg[(agg.task == task) & (agg.metric == "psnr") & agg.method.isin(rows)].set_index("method")["n"]
         if len(set(n.astype(int))) > 1:
             full = int(n.max())
-            fewer = ", ".join(f"{DISPLAY.get(m, m)} {int(k)}" for m, k in n.items() if int(k) < full)
-            notes.append(f"{TASK_TITLES.get(task, task)}: not all methods scored all {full} test images ({fewer}); set-level metrics (FID, FD-VGG) of those rows compare only their images.")
+            fewer = ", ".join(f"{display(m)} {int(k)}" for m, k in n.items() if int(k) < full)
+            set_level = ", ".join(c.label or c.name for c in columns() if c.name in set_metrics())
+            notes.append(f"{TASK_TITLES.get(task, task)}: not all methods scored all {full} test images ({fewer}); set-level metrics ({set_level}) of those rows compare only their images.")
     return notes
 
 
@@ -152,11 +140,11 @@ def _fmt(value: float, digits: int) -> str:
 
 def _cells(table: Table, method: str, task: str) -> list[tuple[str, bool]]:
     out = []
-    for col in COLUMNS:
-        c = table.cell(task, method, col.metric)
+    for col in columns():
+        c = table.cell(task, method, col.name)
         text = _fmt(float(c["mean"]), col.digits) if c is not None else ""
         if not text:
-            text = "n/a" if (c is not None and col.metric == "fid") else "—"
+            text = "n/a" if (c is not None and col.na_caption) else "—"
         out.append((text, bool(c is not None and c["best"])))
     c = table.cell(task, method, "psnr")
     out.append((str(int(c["n"])) if c is not None else "—", False))
@@ -175,17 +163,17 @@ def caption(table: Table) -> str:
 def to_markdown(table: Table) -> str:
     head = ["Method"]
     for task in table.tasks:
-        head += [f"{TASK_TITLES.get(task, task)} {c.title}" if i == 0 else c.title for i, c in enumerate(COLUMNS)] + ["n"]
+        head += [f"{TASK_TITLES.get(task, task)} {c.title}" if i == 0 else c.title for i, c in enumerate(columns())] + ["n"]
     lines = [f"**{caption(table)}**", "", "| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     for method in table.methods:
-        cells = [DISPLAY.get(method, method)]
+        cells = [display(method)]
         for task in table.tasks:
             cells += [f"**{t}**" if bold else t for t, bold in _cells(table, method, task)]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines += [f"- {n}" for n in table.footnotes]
     if table.missing_methods:
-        lines.append(f"- Configured but not yet scored (no reconstructions): {', '.join(DISPLAY.get(m, m) for m in table.missing_methods)}.")
+        lines.append(f"- Configured but not yet scored (no reconstructions): {', '.join(display(m) for m in table.missing_methods)}.")
     return "\n".join(lines) + "\n"
 
 
@@ -199,22 +187,22 @@ def tex_escape(text: str) -> str:
 
 
 def to_latex(table: Table) -> str:
-    ncol = len(COLUMNS) + 1
+    ncol = len(columns()) + 1
     spec = "l" + ("r" * ncol) * len(table.tasks)
     group = " & ".join(rf"\multicolumn{{{ncol}}}{{c}}{{{tex_escape(TASK_TITLES.get(t, t))}}}" for t in table.tasks)
     rules = " ".join(rf"\cmidrule(lr){{{2 + i * ncol}-{1 + (i + 1) * ncol}}}" for i in range(len(table.tasks)))
-    titles = " & ".join(([_TEX_TITLES[c.title] for c in COLUMNS] + ["$n$"]) * len(table.tasks))
+    titles = " & ".join(([c.tex for c in columns()] + ["$n$"]) * len(table.tasks))
     body = []
     for method in table.methods:
-        if method == "y":
+        if method == REFERENCE:
             body.append(r"\midrule")
-        cells = [tex_escape(DISPLAY.get(method, method))]
+        cells = [tex_escape(display(method))]
         for task in table.tasks:
             cells += [rf"\textbf{{{tex_escape(t)}}}" if bold else tex_escape(t) for t, bold in _cells(table, method, task)]
         body.append(" & ".join(cells) + r" \\")
     notes = list(table.footnotes)
     if table.missing_methods:
-        notes.append(f"Configured but not yet scored: {', '.join(DISPLAY.get(m, m) for m in table.missing_methods)}.")
+        notes.append(f"Configured but not yet scored: {', '.join(display(m) for m in table.missing_methods)}.")
     lines = [
         "% Generated by python -m diracbench.tables; needs \\usepackage{booktabs}.",
         r"\begin{table*}[t]",
@@ -242,17 +230,17 @@ def to_latex(table: Table) -> str:
 
 def to_html(table: Table) -> str:
     e = html.escape
-    head1 = "<th rowspan='2'>Method</th>" + "".join(f"<th colspan='{len(COLUMNS) + 1}'>{e(TASK_TITLES.get(t, t))}</th>" for t in table.tasks)
-    head2 = "".join(f"<th>{e(c.title)}</th>" for c in COLUMNS) + "<th>n</th>"
+    head1 = "<th rowspan='2'>Method</th>" + "".join(f"<th colspan='{len(columns()) + 1}'>{e(TASK_TITLES.get(t, t))}</th>" for t in table.tasks)
+    head2 = "".join(f"<th>{e(c.title)}</th>" for c in columns()) + "<th>n</th>"
     rows = []
     for method in table.methods:
-        cells = [f"<td class='m'>{e(DISPLAY.get(method, method))}</td>"]
+        cells = [f"<td class='m'>{e(display(method))}</td>"]
         for task in table.tasks:
             cells += [f"<td><b>{e(t)}</b></td>" if bold else f"<td>{e(t)}</td>" for t, bold in _cells(table, method, task)]
         rows.append(f"<tr class='{'ref' if method == 'y' else ''}'>" + "".join(cells) + "</tr>")
     notes = list(table.footnotes)
     if table.missing_methods:
-        notes.append(f"Configured but not yet scored: {', '.join(DISPLAY.get(m, m) for m in table.missing_methods)}.")
+        notes.append(f"Configured but not yet scored: {', '.join(display(m) for m in table.missing_methods)}.")
     style = (
         "body{font-family:sans-serif;font-size:13px} table{border-collapse:collapse} th,td{padding:3px 8px;text-align:right}"
         "td.m{text-align:left} thead{border-bottom:1px solid #444} table{border-top:2px solid #222;border-bottom:2px solid #222}"
@@ -267,7 +255,7 @@ def to_html(table: Table) -> str:
 
 def to_csv_frame(table: Table) -> pd.DataFrame:
     keep = table.values[table.values.method.isin(table.methods) & table.values.task.isin(table.tasks)].copy()
-    keep["display"] = keep.method.map(lambda m: DISPLAY.get(m, m))
+    keep["display"] = keep.method.map(display)
     order = {m: i for i, m in enumerate(table.methods)}
     keep = keep.sort_values(["task", "method", "metric"], key=lambda s: s.map(order) if s.name == "method" else s)
     return keep[["dataset", "task", "method", "display", "metric", "n", "mean", "ci_low", "ci_high", "ci_level", "best", "note"]]

@@ -15,7 +15,7 @@ def test_tiny_cpu_smoke_path_measures_every_combination(tmp_path, capsys):
     if torch.cuda.is_available():
         pytest.skip("a CUDA GPU is present: the check would measure it instead of the CPU smoke path")
     out = tmp_path / "gpu.csv"
-    bench_main(["gpu", "--allow-cpu", "--tiny", "--steps", "1", "--warmup", "0", "--skip-training", "--out", str(out)])
+    bench_main(["gpu", "--allow-cpu", "--tiny", "--steps", "1", "--warmup", "0", "--skip-training", "--skip-sampling", "--out", str(out)])
     printed = capsys.readouterr().out
     assert "CPU SMOKE TEST" in printed and "NOT GPU NUMBERS" in printed
     table = pd.read_csv(out)
@@ -29,7 +29,7 @@ def test_tiny_cpu_smoke_path_of_the_training_table(tmp_path, capsys):
     if torch.cuda.is_available():
         pytest.skip("a CUDA GPU is present: the check would measure it instead of the CPU smoke path")
     out = tmp_path / "gpu.csv"
-    bench_main(["gpu", "--allow-cpu", "--tiny", "--warmup", "0", "--training-steps", "1", "--skip-throughput", "--out", str(out)])
+    bench_main(["gpu", "--allow-cpu", "--tiny", "--warmup", "0", "--training-steps", "1", "--skip-throughput", "--skip-sampling", "--out", str(out)])
     printed = capsys.readouterr().out
     assert "NOT GPU NUMBERS" in printed and "activations saved for backward" in printed
     assert not out.exists()  # the throughput table was skipped
@@ -41,6 +41,35 @@ def test_tiny_cpu_smoke_path_of_the_training_table(tmp_path, capsys):
     assert len(ddp) == 1 and ddp["images_per_s"].iloc[0] > 0  # torchrun ran both ranks to the end
     assert (table["estimate_forward_gflop_per_image"] > 0).all() and (table["estimate_saved_gib_per_image"] > 0).all()
     assert table["device"].str.contains("NOT GPU NUMBERS").all()
+
+
+def test_tiny_cpu_smoke_path_of_the_sampling_table(tmp_path, capsys):
+    """DPS, DDRM, Dirac guided sampling and LPIPS through the real method code on the tiny config's
+    networks, at the planner's batch sizes (capped at 2), beside the planner's estimates."""
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present: the check would measure it instead of the CPU smoke path")
+    from diracbench.bench.gpu_sampling import TINY_CONFIG, load_config, points
+    from diracbench.plan import plan
+
+    out = tmp_path / "gpu.csv"
+    bench_main(["gpu", "--allow-cpu", "--tiny", "--skip-throughput", "--skip-training", "--sampling-steps", "2", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "estimated total" in printed and "NOT GPU NUMBERS" in printed
+    table = pd.read_csv(tmp_path / "gpu_sampling.csv")
+    assert (table["status"] == "ok").all(), table["status"].tolist()
+    assert table["job"].tolist() == ["sample_dps[photos/deblur]", "sample_ddrm[photos/deblur]", "sample_dirac-po[photos/deblur]", "sample_dirac-po[photos/inpaint]", "metrics[photos/deblur/dps]"]
+    # The batch is the planner's pick (capped at 2 for the smoke test) and the NFE per image the job's.
+    config = load_config(TINY_CONFIG)
+    jobs = {j.name: j for j in plan(config, strict=False)}
+    for _, r in table.iterrows():
+        job = jobs[r["job"]]
+        assert r["batch"] == min(2, job.micro_batch or job.batch_size) and r["nfe_per_image"] == pytest.approx(job.nfe_per_image)
+        assert r["planned_s_per_image"] == pytest.approx(job.hours * 3600 / job.images)
+    sampled = table[table["job"].str.startswith("sample_")]
+    assert (sampled["timed_nfe"] == 2).all() and (sampled["measured_s_per_image"] > 0).all()
+    assert "guidance error" in table.loc[3, "what"]  # the tiny config's inpainting PO is guided
+    assert table["device"].str.contains("NOT GPU NUMBERS").all()
+    assert len(points(config, list(jobs.values()), tiny=True)) == len(table)
 
 
 def test_checkpointing_changes_memory_not_gradients():

@@ -142,7 +142,7 @@ def test_sample_and_tune_clis_write_the_result_files(setup):
     out = tmp / "out"
     tune_cli.main(["--method", "dirac-po", "--settings", json.dumps(tune_settings), *common, "--measurements", str(tmp / "val.npz"), "--out-chosen", str(out / "chosen.yaml"), "--out-grid", str(out / "grid.csv"), "--out-trajectory", str(out / "trajectory.csv")])
     chosen = yaml.safe_load((out / "chosen.yaml").read_text())
-    assert set(chosen) == {"po", "do"} and chosen["po"]["selected_by"]["by"] == "fd-vgg"  # auto for inpainting
+    assert set(chosen) == {"po", "do"} and chosen["po"]["selected_by"]["by"] == "fd_vgg"  # auto for inpainting
     assert len(pd.read_csv(out / "trajectory.csv")) == 2 * 4 * 4
     sample_settings = {"max_images": None, "seed": 0, "hparams": {**VARIANT, **RUN, "variant": "po", "lpips_every": 2}}
     sample_cli.main(["--method", "dirac-po", "--settings", json.dumps(sample_settings), *common, "--measurements", str(tmp / "test.npz"), "--tuned", f"{out / 'chosen.yaml'}:po", "--out", str(out / "test.npz"), "--trajectory", str(out / "traj.csv"), "--extra-out", f"posterior_samples={out / 'post.npz'}"])

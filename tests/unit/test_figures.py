@@ -130,3 +130,12 @@ def test_step_means_average_over_images() -> None:
     m = step_means(df)
     assert list(m["dc"]) == [2.0, 3.0] and list(m["psnr"]) == [15.0, 35.0]
     assert m["lpips"].tolist() == pytest.approx([0.4, 0.3])
+
+
+def test_schedule_label_names_what_made_the_schedule():
+    from diracbench.figures import schedule_label
+
+    assert schedule_label({"kind": "greedy", "metric": "lpips"}) == "learned (greedy LPIPS)"
+    assert schedule_label({"kind": "greedy", "metric": "mse"}) == "learned (greedy MSE)"
+    assert schedule_label({"kind": "from_file", "file": "workflow/resources/blur_schedule_official.txt"}) == "table (blur_schedule_official.txt)"
+    assert schedule_label({"kind": "linear"}) == "linear"

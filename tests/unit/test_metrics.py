@@ -44,7 +44,20 @@ def test_psnr_matches_scikit_image_per_image() -> None:
     x_hat = _noisy(x, 0.1, 1)
     want = [peak_signal_noise_ratio(a.astype(np.float64), b.astype(np.float64), data_range=1.0) for a, b in zip(x, x_hat)]
     np.testing.assert_allclose(psnr(x_hat, x), want, rtol=1e-10)
-    np.testing.assert_allclose(psnr(torch.from_numpy(x_hat), torch.from_numpy(x)), want, rtol=1e-10)
+    # Torch inputs are computed in their own dtype (float32 here), as trajectories log them.
+    got = psnr(torch.from_numpy(x_hat), torch.from_numpy(x))
+    assert isinstance(got, torch.Tensor) and got.dtype == torch.float32
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_psnr_of_an_exact_match_is_infinite_not_capped(kind) -> None:
+    x = _images(2, 16, 5)
+    other = _noisy(x, 0.1, 6)
+    x_hat = np.stack([x[0], other[1]])
+    wrap = torch.from_numpy if kind == "torch" else (lambda a: a)
+    values = np.asarray(psnr(wrap(x_hat), wrap(x)))
+    assert values[0] == np.inf and np.isfinite(values[1])
 
 
 def test_psnr_clips_the_reconstruction() -> None:
@@ -94,11 +107,12 @@ def test_data_consistency_is_the_noise_floor_for_the_truth() -> None:
     sigma = 0.05
     y = op.forward(x) + sigma * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
     dc = data_consistency(y, x, op)
-    assert dc.shape == (8,)
+    assert isinstance(dc, torch.Tensor) and dc.shape == (8,)  # torch in, torch out (its own dtype)
+    np.testing.assert_allclose(dc.numpy(), data_consistency(y.numpy(), x.numpy(), op), rtol=1e-5)  # numpy: float64
     assert abs(dc.mean() - sigma**2) < 0.15 * sigma**2
     # Clipping matters: an out-of-range estimate is judged as the image it will be saved as.
     np.testing.assert_allclose(data_consistency(y, x + 10.0, op), data_consistency(y, torch.ones_like(x), op))
-    assert np.all(data_consistency(y, torch.zeros_like(x), op) > 10 * sigma**2)
+    assert bool((data_consistency(y, torch.zeros_like(x), op) > 10 * sigma**2).all())
 
 
 # ---------------------------------------------------------------------------------------------

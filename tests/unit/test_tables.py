@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from diracbench.errors import UserError
-from diracbench.tables import COLUMNS, DISPLAY, build_table, main as tables_main, read_aggregates, to_latex, to_markdown
+from diracbench.tables import build_table, columns, display, main as tables_main, read_aggregates, to_latex, to_markdown
 
 METHODS = ["dirac-po", "dirac-do", "dps", "ddrm", "pnp-admm", "admm-tv"]
 METRICS = ["psnr", "ssim", "lpips", "dc", "dc_ratio", "nfe", "seconds", "fd_vgg", "fid"]
@@ -61,8 +61,8 @@ def test_rows_columns_complete_and_bold_on_true_best(tmp_path: Path) -> None:
     assert len(rows) == 7
     assert header.count("PSNR↑") == 2 and header.count("FD-VGG↓") == 2 and header.count("FID↓") == 2 and header.count("DC/σ²") == 2
     for row, method in zip(rows, METHODS + ["y"]):
-        assert row.startswith(f"| {DISPLAY[method]} |")
-        assert len(row.strip("|").split("|")) == 1 + 2 * (len(COLUMNS) + 1)
+        assert row.startswith(f"| {display(method)} |")
+        assert len(row.strip("|").split("|")) == 1 + 2 * (len(columns()) + 1)
     for task in ("deblur", "inpaint"):
         for metric, better in (("psnr", max), ("ssim", max), ("lpips", min), ("fd_vgg", min)):
             best = better(METHODS, key=lambda m: vals[(task, m, metric)])
@@ -101,7 +101,7 @@ def test_latex_is_booktabs_and_balanced(tmp_path: Path) -> None:
     body = tex.split(r"\begin{tabular}")[1].split(r"\end{tabular}")[0]
     for line in body.splitlines():
         if line.endswith(r"\\") and "multicolumn" not in line:
-            assert line.count("&") == 2 * (len(COLUMNS) + 1), line
+            assert line.count("&") == 2 * (len(columns()) + 1), line
     assert tex.count("{") == tex.count("}")
 
 

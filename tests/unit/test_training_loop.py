@@ -37,7 +37,9 @@ def test_resume_after_sigterm_is_bitwise_identical(tmp_path):
 
     def interrupted_loss(model, x0, gen):
         calls["n"] += 1
-        if calls["n"] == 5:  # mid-run, between two checkpoints
+        # Call 6 is step 5, mid-run between two checkpoints: the save at step 3 runs the loss
+        # once more on its probe batch (training.producer).
+        if calls["n"] == 6:
             os.kill(os.getpid(), signal.SIGTERM)
         return denoising_loss(model, x0, gen)
 

@@ -42,6 +42,11 @@ MISTAKES = [
     ("blur operator under the inpaint task", lambda c: _set(c, "tasks.inpaint.operator", c["tasks"]["deblur"]["operator"]), "tasks.inpaint"),
     ("folder dataset without root", lambda c: _set(c, "datasets.photos.source", {"kind": "folders", "train": {"protocol": "plain"}, "val": {"protocol": "plain", "root": "x"}, "test": {"protocol": "plain", "root": "x"}}), "root"),
     ("negative learning rate", lambda c: _set(c, "training.lr", -1e-4), "training.lr"),
+    ("processes that do not divide the batch", lambda c: _set(c, "training.execution.processes", 5), "training.execution.processes"),
+    ("objective spelled with a hyphen", lambda c: _set(c, "ddrm.objective", "fd-vgg"), "ddrm.objective"),
+    ("grid searching what the method does not tune", lambda c: _set(c, "admm-tv.grid.deblur", {"lam": [0.1], "rho": [0.1], "gamma": [1.0]}), "admm-tv.grid.deblur"),
+    ("wrong type in a method section", lambda c: _set(c, "dps.hparams.steps", "many"), "dps.hparams.steps"),
+    ("Dirac configured without its section", lambda c: _set(c, "dirac", _DELETE), "dirac"),
 ]
 
 
@@ -70,3 +75,19 @@ def test_a_target_after_configfile_is_explained(tmp_path):
     message = next(line for line in (proc.stdout + proc.stderr).splitlines() if "config key" in line)
     assert "'do', 'po'" in message and "put targets before --configfile" in message
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.workflow
+def test_method_sections_are_optional_and_default_to_the_embedded_values(tmp_path):
+    """Without the four baseline sections, every job runs the same command as with them: the
+    registry entries' defaults are the embedded default's values."""
+    def commands(cfg: dict, name: str) -> list[str]:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(cfg))
+        out = snakemake("-n", "-p", config=path, workdir=tmp_path, timeout=300).stdout
+        # folder_provenance records the config file itself, which differs by construction.
+        return sorted(line for line in out.splitlines() if "python -m diracbench." in line and "folder_provenance" not in line)
+
+    bare = {k: v for k, v in DEFAULT.items() if k not in ("dps", "ddrm", "pnp-admm", "admm-tv")}
+    full, defaulted = commands(DEFAULT, "full.yaml"), commands(bare, "bare.yaml")
+    assert any("--method pnp-admm" in c for c in full) and defaulted == full

@@ -45,7 +45,7 @@ def lay_out_fake_inputs(preset: dict, workdir) -> None:
 def test_preset_plans_the_full_dag_with_gpus_for_training(preset_path, tmp_path):
     preset = yaml.safe_load(preset_path.read_text())
     lay_out_fake_inputs(preset, tmp_path)
-    proc = snakemake("-n", config=preset_path, workdir=tmp_path, timeout=300)
+    proc = snakemake("-n", "-p", config=preset_path, workdir=tmp_path, timeout=300)
     out = proc.stdout + proc.stderr
     counts = job_counts(out)
     n_tasks = len(preset["tasks"])
@@ -55,15 +55,22 @@ def test_preset_plans_the_full_dag_with_gpus_for_training(preset_path, tmp_path)
     for rule in ("prepare_data", "measure", "schedule", "tune_dirac"):
         assert counts.get(rule) == (1 if rule == "prepare_data" else n_tasks), (rule, counts)
     assert counts.get("sample_dirac") == 2 * n_tasks
-    for method in ("dps", "ddrm", "pnp_admm", "admm_tv"):
-        assert counts.get(f"tune_{method}") == n_tasks and counts.get(f"sample_{method}") == n_tasks
+    jobs = planned_jobs(out)
+    for env, methods in (("torch", ("dps", "ddrm")), ("scico", ("pnp-admm", "admm-tv"))):
+        for stage in ("tune", "sample"):
+            planned = sorted(wc["method"] for rule, wc in jobs if rule == f"{stage}_method_{env}")
+            assert planned == sorted(m for m in methods for _ in range(n_tasks)), (stage, env, planned)
     assert counts.get("metrics") == n_tasks * (len(preset["methods"]) + 1)  # + the measurement row
     assert counts.get("tables") == 1
-    # Training asks Slurm/Snakemake for a GPU: the dry run shows the resource on every such job.
+    # Training asks Slurm/Snakemake for one GPU per data-parallel process and launches them
+    # with torchrun: the dry run shows both on every such job.
+    procs = preset["training"]["execution"]["processes"]
+    assert procs > 1
     blocks = re.split(r"\n(?=(?:local)?rule )", out)
     train_blocks = [b for b in blocks if b.startswith("rule train_dirac:")]
-    assert train_blocks and all(re.search(r"resources:.*\bgpu=1\b", b) for b in train_blocks)
-    assert {r for r, _ in planned_jobs(out)} >= {"train_dirac", "sample_dps", "figure", "all"}
+    assert train_blocks and all(re.search(rf"resources:.*\bgpu={procs}\b", b) for b in train_blocks)
+    assert all(f"launch='torchrun --standalone --nproc_per_node {procs}'" in b for b in train_blocks)
+    assert {r for r, _ in planned_jobs(out)} >= {"train_dirac", "sample_method_torch", "figure", "all"}
 
 
 def test_preset_without_its_checkpoint_fails_naming_it(tmp_path):

@@ -1,4 +1,5 @@
-"""Edits rerun exactly what depends on them: a DPS code edit or a DPS config edit touches DPS only."""
+"""Edits rerun exactly what depends on them: a DPS code edit or a DPS config edit touches DPS only;
+a trainer edit retrains, but reruns no baseline because of its code; a figures edit redraws figures only."""
 
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ DPS_FIGURES = {"fig4_data_consistency", "fig4_lpips_vs_nfe", "samples"}
 def expected_dps_jobs() -> Counter:
     jobs = Counter()
     for task in TASKS:
-        jobs[("tune_dps", task)] += 1
-        jobs[("sample_dps", task)] += 1
+        jobs[("tune_method_torch", "dps", task)] += 1  # wildcards in name order: method, task
+        jobs[("sample_method_torch", "dps", task)] += 1
         jobs[("metrics", "dps", task)] += 1  # wildcards in name order: method, task
         for name in DPS_FIGURES:
             jobs[("figure", name, task)] += 1
@@ -69,3 +70,55 @@ def test_config_edit_reruns_only_dps(tiny_run, tmp_path):
     edited_path.write_text(yaml.safe_dump(edited))
     jobs, out = dry_run(root, edited_path)
     assert jobs == expected_dps_jobs(), out[-4000:]
+
+
+def planned_with_reasons(output: str) -> list[tuple[str, dict[str, str], str]]:
+    """(rule, wildcards, reason) of every job of a dry run's output."""
+    jobs, current = [], None
+    for line in output.splitlines():
+        text = line.strip()
+        if text.startswith("rule ") and text.endswith(":") or text.startswith("localrule "):
+            current = [text.split()[1].rstrip(":"), {}, ""]
+            jobs.append(current)
+        elif current is not None and text.startswith("wildcards:"):
+            current[1] = dict(p.strip().split("=", 1) for p in text.split(":", 1)[1].split(",") if "=" in p)
+        elif current is not None and text.startswith("reason:"):
+            current[2] = text
+    return [tuple(j) for j in jobs]
+
+
+def _edited_dry_run(root, config, relpath):
+    source = root / "src" / "diracbench" / relpath
+    original = source.read_text()
+    try:
+        source.write_text(original + "\n# an edit\n")
+        proc = snakemake("-n", workdir=root, config=config, snakefile=root / "Snakefile")
+    finally:
+        source.write_text(original)
+    return proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("relpath", ["train.py", "training/loop.py"])
+def test_trainer_edit_reruns_no_baseline_for_its_code(tiny_run, relpath):
+    root, config = tiny_run
+    out = _edited_dry_run(root, config, relpath)
+    jobs = planned_with_reasons(out)
+    rules = Counter(rule for rule, _, _ in jobs)
+    # The trainer's own jobs rerun because their code changed.
+    assert rules["train_prior"] == 1 and rules["train_dirac"] == 3, out[-4000:]
+    for rule, wc, reason in jobs:
+        if rule.startswith(("tune_method", "sample_method")):
+            # DPS and DDRM follow the retrained prior (an input), never the trainer's source;
+            # PnP-ADMM and ADMM-TV do not rerun at all.
+            assert wc["method"] in ("dps", "ddrm"), (rule, wc, reason)
+            assert "src/diracbench" not in reason and "Updated input files" not in reason, (rule, wc, reason)
+    assert "Nothing to be done" in snakemake("-n", workdir=root, config=config, snakefile=root / "Snakefile").stdout
+
+
+def test_figures_edit_reruns_only_figures(tiny_run):
+    root, config = tiny_run
+    jobs = summarise(planned_jobs(_edited_dry_run(root, config, "figures.py")))
+    rules = {key[0] for key in jobs}
+    assert rules == {"figure", "figure_schedules", "folder_provenance", "all"}, jobs
+    assert jobs[("folder_provenance", "figures")] == 1 and ("folder_provenance", "tables") not in jobs
+    assert sum(n for key, n in jobs.items() if key[0] == "figure") == 10

@@ -7,7 +7,8 @@ starts a one-node cluster (tests/workflow/slurm_cluster.py), runs the default ta
         --profile tests/profiles/slurm-ci --configfile tests/configs/tiny.yaml \
         --replace-workflow-config --verbose
 
-in a fresh working directory, and checks: every output exists, every job was submitted through
+in a fresh working directory (the tiny config with one Dirac model trained by 2 processes:
+torchrun, gloo), and checks: the 2-process job asked for 2 GPUs and ran 2 ranks, every output exists, every job was submitted through
 sbatch with the test site profile's partition, every job of a GPU rule (resources gpu>0 or a
 gpu gres) asked Slurm for a GPU and no other job did, and a second run does nothing.
 
@@ -48,15 +49,26 @@ SITE_EXAMPLE_PROFILE = REPO / "workflow" / "profiles" / "slurm-site-example"
 RUN_TIMEOUT_S = float(os.environ.get("DIRACBENCH_SLURM_TIMEOUT", "1500"))
 
 
-def snakemake(workdir: Path, *args: str) -> list[str]:
+def snakemake(workdir: Path, *args: str, config: Path = TINY_CONFIG) -> list[str]:
     return [
         sys.executable, "-m", "snakemake",
         "--snakefile", str(REPO / "Snakefile"),
         "--directory", str(workdir),
-        "--configfile", str(TINY_CONFIG),
+        "--configfile", str(config),
         "--replace-workflow-config",
         *args,
     ]  # fmt: skip
+
+
+def ddp_config(path: Path) -> Path:
+    """The tiny config with one model (deblur's Dirac model) trained by two processes (gloo)."""
+    import yaml
+
+    cfg = yaml.safe_load(TINY_CONFIG.read_text())
+    task = next(iter(cfg["dirac"]["tasks"]))
+    cfg["dirac"]["tasks"][task]["training"] = {"execution": {**cfg["training"]["execution"], "processes": 2}}
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
 
 
 # --- reading Snakemake's --verbose log -----------------------------------------------------
@@ -143,8 +155,8 @@ def check_submissions(log: str, partition: str) -> tuple[list[tuple[Job, str]], 
     return pairs, errors
 
 
-def read_summary(workdir: Path) -> list[dict[str, str]]:
-    out = subprocess.run(snakemake(workdir, "--summary"), capture_output=True, text=True, timeout=300)
+def read_summary(workdir: Path, config: Path = TINY_CONFIG) -> list[dict[str, str]]:
+    out = subprocess.run(snakemake(workdir, "--summary", config=config), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-4000:]
     lines = [line.split("\t") for line in out.stdout.splitlines() if "\t" in line]
     header, rows = lines[0], lines[1:]
@@ -258,6 +270,8 @@ def cluster():
 def test_tiny_workflow_on_slurm(cluster: slurm_cluster.SlurmCluster, tmp_path: Path) -> None:
     workdir = tmp_path / "work"
     workdir.mkdir()
+    # One training job runs data-parallel: torchrun with 2 gloo ranks inside one Slurm job.
+    config = ddp_config(tmp_path / "tiny-ddp.yaml")
     # --max-threads: a rule asking for more CPUs than the one node has would never be scheduled.
     cmd = snakemake(
         workdir,
@@ -266,6 +280,7 @@ def test_tiny_workflow_on_slurm(cluster: slurm_cluster.SlurmCluster, tmp_path: P
         "--profile", str(CI_PROFILE),
         "--max-threads", str(cluster.cpus),
         "--verbose",
+        config=config,
     )  # fmt: skip
     # DIRACBENCH_SLURM_LOG_DIR keeps Snakemake's --verbose log (CI can upload it as an artifact).
     log_dir = Path(os.environ.get("DIRACBENCH_SLURM_LOG_DIR") or tmp_path)
@@ -300,7 +315,15 @@ def test_tiny_workflow_on_slurm(cluster: slurm_cluster.SlurmCluster, tmp_path: P
     restarted = re.findall(r"^Trying to restart job (\d+)", log, re.M)
     assert not restarted, f"jobs {restarted} failed and were retried\n{context()}"
 
-    summary = read_summary(workdir)
+    # The data-parallel job: asked Slurm for 2 GPUs (placeholders here), ran 2 gloo ranks.
+    ddp_jobs = [(job, call) for job, call in pairs if job.rule == "train_dirac" and "train_procs=2" in job.resources]
+    assert len(ddp_jobs) == 1, [(j.rule, j.resources) for j, _ in pairs if j.rule == "train_dirac"]
+    assert "--gpus=2" in ddp_jobs[0][1], ddp_jobs[0][1]
+    ddp_logs = [p for p in (workdir / "results" / "logs" / "train_dirac").glob("*.log") if "2 process(es)" in p.read_text()]
+    assert len(ddp_logs) == 1, "no train_dirac log shows a 2-process run"
+    assert "trained 20 steps" in ddp_logs[0].read_text()
+
+    summary = read_summary(workdir, config)
     assert summary, "snakemake --summary lists no outputs"
     for row in summary:
         assert (workdir / row["output_file"]).exists(), f"{row['output_file']} ({row['rule']}) missing after the Slurm run"

@@ -17,7 +17,7 @@ rule ablation_guidance:
         operator="results/{dataset}/{task}/operator.json",
         measurements="results/{dataset}/{task}/measurements/val.npz",
         schedule=rules.schedule.output.table,
-        code=code("tune.py", "train.py", "methods/dirac_tuning.py", *DIRAC_CODE),
+        code=code("tune", *method_modules(DIRAC_METHODS)),
     output:
         chosen="results/{dataset}/{task}/ablations/guidance/chosen.yaml",
         grid="results/{dataset}/{task}/ablations/guidance/grid.csv",
@@ -51,7 +51,7 @@ rule ablation_lookahead:
         measurements="results/{dataset}/{task}/measurements/val.npz",
         schedule=rules.schedule.output.table,
         chosen=rules.tune_dirac.output.chosen,
-        code=code("ablations.py", "contracts.py", "train.py", *DIRAC_CODE),
+        code=code("ablations", *method_modules(DIRAC_METHODS)),
     output:
         scores="results/{dataset}/{task}/ablations/lookahead/scores.csv",
         samples="results/{dataset}/{task}/ablations/lookahead/samples.npz",
@@ -79,7 +79,7 @@ rule ablation_lookahead:
 rule figure_ablation_guidance:
     input:
         grid=rules.ablation_guidance.output.grid,
-        code=code("ablations.py", "contracts.py"),
+        code=code("ablations"),
     output:
         png="results/figures/{dataset}_{task}_fig8_guidance.png",
         pdf="results/figures/{dataset}_{task}_fig8_guidance.pdf",
@@ -105,7 +105,7 @@ rule figure_ablation_lookahead:
     input:
         scores=rules.ablation_lookahead.output.scores,
         samples=rules.ablation_lookahead.output.samples,
-        code=code("ablations.py", "contracts.py"),
+        code=code("ablations"),
     output:
         png="results/figures/{dataset}_{task}_fig9_lookahead.png",
         pdf="results/figures/{dataset}_{task}_fig9_lookahead.pdf",

@@ -19,7 +19,7 @@ include: "bench_common.smk"
 rule bench_methods:
     input:
         unpack(bench_method_inputs),
-        code=code("bench", "methods", "sample.py", "contracts.py", "train.py", "dirac", "prior", "nn", "operators", "data", "scico_ops.py", "metrics/__init__.py", "metrics/perceptual.py", "metrics/backbones.py", "seeding.py", "runtime.py"),
+        code=code("bench.__main__", *method_modules(METHODS)),
     output:
         csv="results/bench/methods.csv",
     params:
@@ -46,7 +46,7 @@ rule bench_batching:
     input:
         unpack(bench_batching_inputs),
         after=rules.bench_methods.output.csv,
-        code=code("bench", "dirac", "nn", "operators", "data", "seeding.py", "runtime.py"),
+        code=code("bench.__main__"),
     output:
         csv="results/bench/batching.csv",
     params:
@@ -73,7 +73,7 @@ rule bench_pipeline:
     input:
         everything=all_targets,
         after=rules.bench_batching.output.csv,
-        code=code("bench"),
+        code=code("bench.__main__"),
     output:
         dry_run="results/bench/pipeline.csv",
         stages="results/bench/stages.csv",
@@ -106,7 +106,7 @@ rule bench_summary:
         batching=rules.bench_batching.output.csv,
         dry_run=rules.bench_pipeline.output.dry_run,
         stages=rules.bench_pipeline.output.stages,
-        code=code("bench"),
+        code=code("bench.__main__"),
     output:
         md="results/bench/summary.md",
     params:

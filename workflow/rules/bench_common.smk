@@ -1,7 +1,7 @@
 # Helpers of workflow/rules/bench.smk (kept apart so rule files hold rules only).
 #
 # The cost table reruns each method with exactly the settings of its sampling job, built by the
-# same helpers (dirac_sample_settings, diffusion_settings, SCICO_SAMPLE).
+# same helpers (dirac_sample_settings for the Dirac rules, method_settings for every other method).
 import shlex
 from types import SimpleNamespace
 
@@ -40,10 +40,10 @@ def bench_method_jobs():
             for method in METHODS:
                 w = SimpleNamespace(dataset=ds, task=task)
                 tdir = f"results/{ds}/{task}"
-                files = {"operator": f"{tdir}/operator.json", "measurements": f"{tdir}/measurements/test.npz", "aggregate": f"{tdir}/{method}/metrics/aggregate.csv",
-                         "per_image": f"{tdir}/{method}/metrics/per_image.csv"}
+                files = {"operator": _measured("operator", ds, task), "measurements": _measured("test", ds, task),
+                         "aggregate": f"{tdir}/{method}/metrics/aggregate.csv", "per_image": f"{tdir}/{method}/metrics/per_image.csv"}
                 tuned_key = None
-                if method in ("dirac-po", "dirac-do"):
+                if method in DIRAC_METHODS:
                     variant = method.split("-", 1)[1]
                     w = SimpleNamespace(dataset=ds, task=task, variant=variant)
                     job_settings = dirac_sample_settings(w)
@@ -52,13 +52,10 @@ def bench_method_jobs():
                     files["schedule"] = f"{tdir}/schedule/schedule.csv"
                     dt = dirac_task(task)[variant]["model_dt"]
                     files[f"model-dt{dt_name(dt)}"] = model_path(w, dt)
-                elif method in ("dps", "ddrm"):
-                    job_settings = diffusion_settings(method, "test")(w)
-                    files["tuned"] = f"{tdir}/{method}/tuning/chosen.yaml"
-                    files["prior"] = prior_weights(w)
                 else:
-                    job_settings = SCICO_SAMPLE[method]
+                    job_settings = method_settings(method, "test", w)
                     files["tuned"] = f"{tdir}/{method}/tuning/chosen.yaml"
+                    files.update(method_inputs(SimpleNamespace(dataset=ds, task=task, method=method)))
                 job = {"dataset": ds, "task": task, "method": method, "settings": job_settings, "tuned_key": tuned_key}
                 jobs.append({"job": job, "files": {(ds, task, method, name): path for name, path in files.items()}})
     return jobs
@@ -88,10 +85,10 @@ def bench_batching_files():
         for task in TASKS:
             w = SimpleNamespace(dataset=ds, task=task)
             tdir = f"results/{ds}/{task}"
-            files[(ds, task, "operator")] = f"{tdir}/operator.json"
+            files[(ds, task, "operator")] = _measured("operator", ds, task)
             files[(ds, task, "schedule")] = f"{tdir}/schedule/schedule.csv"
             files[(ds, task, "model")] = model_path(w, dirac_task(task)[variant]["model_dt"])
-            files[(ds, task, "measurements")] = f"{tdir}/measurements/test.npz"
+            files[(ds, task, "measurements")] = _measured("test", ds, task)
             files[(ds, task, "train")] = f"results/{ds}/data/train.npy"
     return files
 

@@ -17,21 +17,47 @@ sys.path.insert(0, str(SRC))
 # (Doubled braces: Snakemake formats the prefix like every shell command.)
 # The checkout's path is quoted like every other path that reaches the shell.
 # `offline: true` (the SLURM profile sets it) keeps every job off the network: see metrics/backbones.py.
-shell.prefix(
-    "export PYTHONPATH=" + shlex.quote(str(SRC)).replace("{", "{{").replace("}", "}}") + "${{PYTHONPATH:+:$PYTHONPATH}}; "
-    + ("export DIRACBENCH_OFFLINE=1; " if config.get("offline", False) else "")
-)
+_SRC_QUOTED = shlex.quote(str(SRC)).replace("{", "{{").replace("}", "}}")
+_OFFLINE = "export DIRACBENCH_OFFLINE=1; " if config.get("offline", False) else ""
+shell.prefix(f"export PYTHONPATH={_SRC_QUOTED}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; {_OFFLINE}")
 
-from diracbench.configcheck import check_config, validation_message
+from diracbench.codegraph import import_closure
+from diracbench.configcheck import check_config, check_methods, validation_message
 from diracbench.errors import UserError
+from diracbench.methods.registry import registry as method_registry
 
+# The method registry (diracbench/methods/*.py, METHOD_SPECS): read from the sources, no imports.
 try:
-    validate(config, schema="../schemas/config.schema.yaml")
-except Exception as err:  # snakemake wraps the jsonschema error; show it as one line
-    cause = err.__context__ if hasattr(err.__context__, "absolute_path") else None
-    if cause is None:
-        raise
-    raise WorkflowError(validation_message(cause)) from None
+    METHOD_SPECS = method_registry()
+except UserError as err:
+    raise WorkflowError(str(err)) from None
+METHOD_SECTIONS = {spec.section for spec in METHOD_SPECS.values()}
+
+
+def _validate(data, schema, prefix=""):
+    try:
+        validate(data, schema=schema)
+    except Exception as err:  # snakemake wraps the jsonschema error; show it as one line
+        cause = err.__context__ if hasattr(err.__context__, "absolute_path") else None
+        if cause is None:
+            raise
+        raise WorkflowError(validation_message(cause, prefix)) from None
+
+
+# Method sections are validated one by one against their method's schema, with the defaults of
+# its registry entry under every key the config leaves out (a section may be absent altogether).
+_validate({k: v for k, v in config.items() if k not in METHOD_SECTIONS}, "../schemas/config.schema.yaml")
+METHODS = list(config["methods"])
+try:
+    check_methods(METHODS, METHOD_SPECS, config)
+except UserError as err:
+    raise WorkflowError(str(err)) from None
+METHOD_CONFIG = {}  # section -> its validated settings, defaults filled in (config itself is left as given)
+for _m in METHODS + [m for m, s in METHOD_SPECS.items() if s.section in config]:
+    _spec = METHOD_SPECS[_m]
+    if _spec.section not in METHOD_CONFIG:
+        METHOD_CONFIG[_spec.section] = _spec.settings(config)  # check_methods has vetted it
+        _validate(METHOD_CONFIG[_spec.section], f"../schemas/{_spec.schema}", prefix=_spec.section)
 try:
     check_config(config)
 except UserError as err:
@@ -39,7 +65,21 @@ except UserError as err:
 
 DATASETS = sorted(config["datasets"])
 TASKS = sorted(config["tasks"])
-METHODS = list(config["methods"])
+
+
+def method_config(method):
+    """A configured method's settings: its config section over its registry defaults."""
+    return METHOD_CONFIG[METHOD_SPECS[method].section]
+
+
+def method_modules(methods):
+    """The modules that implement some methods (code() entries: they are loaded by name)."""
+    return sorted({METHOD_SPECS[m].module for m in methods})
+
+
+def lpips_settings():
+    return {"net": config["metrics"]["lpips_net"], "upsample_below": config["metrics"]["lpips_upsample_below"]}
+
 
 # Every rule file appends the files it contributes to the default target.
 FINAL_TARGETS = []
@@ -64,22 +104,26 @@ def settings(build):
     return params
 
 
-def code(*parts):
-    """Source files a rule depends on (package-relative files or sub-packages), as inputs."""
-    files = set()
-    # Always: the files that shape every result file. Plumbing that cannot change a number
-    # (cli, errors, progress bars, provenance records) is left out, so editing it reruns nothing.
-    for part in ("__init__.py", "io.py") + parts:
-        path = SRC / "diracbench" / part
-        # Relative to the working directory: Snakemake records the set of input paths, so absolute
-        # ones would rerun every job after the checkout moves (another mount on a cluster).
-        if path.is_dir():
-            files.update(os.path.relpath(p) for p in path.rglob("*.py"))
-        elif path.is_file():
-            files.add(os.path.relpath(path))
-        else:
-            raise WorkflowError(f"code dependency {path} does not exist")
-    return sorted(files)
+# Plumbing that cannot change a number (command lines, error types, progress bars, provenance
+# records): left out of `code=` inputs, so editing it reruns nothing.
+PLUMBING = ("diracbench.cli", "diracbench.errors", "diracbench.progress", "diracbench.provenance")
+
+
+def code(*entries):
+    """Source files a rule's jobs run, as inputs: the import graph of its entry modules.
+
+    `entries` are module names (`diracbench.tune`, or `tune` for short); the files are every
+    package module they import, transitively (diracbench.codegraph). Modules a job loads by name
+    at run time (a method's module, a training loss) must be listed as entries too.
+    """
+    names = tuple(e if e.startswith("diracbench") else f"diracbench.{e}" for e in entries)
+    try:
+        files = import_closure(names, exclude=PLUMBING)
+    except ValueError as err:
+        raise WorkflowError(f"code dependency: {err}") from None
+    # Relative to the working directory: Snakemake records the set of input paths, so absolute
+    # ones would rerun every job after the checkout moves (another mount on a cluster).
+    return sorted(os.path.relpath(p) for p in files)
 
 
 def gpu_device(wildcards, threads):

@@ -12,8 +12,8 @@ rule schedule:
     input:
         unpack(schedule_file),
         train="results/{dataset}/data/train.npy",
-        operator="results/{dataset}/{task}/operator.json",
-        code=code("schedule", "operators", "data", "metrics/__init__.py", "metrics/perceptual.py", "metrics/backbones.py", "seeding.py", "runtime.py"),
+        operator=rules.measure.output.operator,
+        code=code("schedule.__main__"),
     output:
         table="results/{dataset}/{task}/schedule/schedule.csv",
         iterations="results/{dataset}/{task}/schedule/iterations.csv",
@@ -49,9 +49,9 @@ rule train_dirac:
     input:
         data="results/{dataset}/data/train.npy",
         manifest="results/{dataset}/data/train_manifest.csv",
-        operator="results/{dataset}/{task}/operator.json",
+        operator=rules.measure.output.operator,
         schedule=rules.schedule.output.table,
-        code=code("train.py", "training", "nn", "dirac", "operators", "data", "runtime.py"),
+        code=code("train", "dirac.loss"),
     output:
         weights="results/{dataset}/{task}/models/dirac-dt{dt}/weights.pt",
         log_csv="results/{dataset}/{task}/models/dirac-dt{dt}/train_log.csv",
@@ -67,25 +67,35 @@ rule train_dirac:
         bench("train_dirac", "{dataset}_{task}_dt{dt}")
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    threads: lambda w: train_threads(dirac_execution(w))
     resources:
-        mem_mb=8000,
+        # Execution settings (training.execution) travel as resources: changing them never
+        # reruns a finished model. mem_mb covers the resume state (training_common.smk).
+        mem_mb=lambda w, input: train_mem_mb("dirac", dirac_training(w), config["datasets"][w.dataset]["image_size"], dirac_execution(w), input.size_mb),
         runtime=240,
-        gpu=1,
+        gpu=lambda w: dirac_execution(w)["processes"],
+        train_procs=lambda w: dirac_execution(w)["processes"],
+        micro_batch=lambda w: dirac_execution(w)["micro_batch"],
+        activation_checkpointing=lambda w: int(dirac_execution(w)["activation_checkpointing"]),
+        data_workers=lambda w: dirac_execution(w)["data_workers"],
     shell:
-        "python -m diracbench.train --kind dirac --settings {params.settings:q} --data {input.data:q} "
+        # One process: plain python. Several: torchrun on this node (README: Training at scale).
+        "if [ {resources.train_procs} -gt 1 ]; then launch='torchrun --standalone --nproc_per_node {resources.train_procs}'; "
+        "else launch=python; fi; "
+        "$launch -m diracbench.train --kind dirac --settings {params.settings:q} --data {input.data:q} "
         "--input operator={input.operator:q} --input schedule={input.schedule:q} "
         "--weights {output.weights:q} --log-csv {output.log_csv:q} --state-root {params.state_root:q} "
-        "--time-budget-min {resources.runtime} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
+        "--micro-batch {resources.micro_batch} --activation-checkpointing {resources.activation_checkpointing} "
+        "--data-workers {resources.data_workers} --time-budget-min {resources.runtime} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule tune_dirac:
     input:
         unpack(dirac_models),
-        operator="results/{dataset}/{task}/operator.json",
-        measurements="results/{dataset}/{task}/measurements/val.npz",
+        operator=rules.measure.output.operator,
+        measurements=rules.measure.output.val,
         schedule=rules.schedule.output.table,
-        code=code("tune.py", "train.py", "methods/dirac_tuning.py", *DIRAC_CODE),
+        code=code("tune", *method_modules(DIRAC_METHODS)),
     output:
         chosen="results/{dataset}/{task}/dirac/tuning/chosen.yaml",
         grid="results/{dataset}/{task}/dirac/tuning/grid.csv",
@@ -125,17 +135,17 @@ rule tune_dirac:
 rule sample_dirac:
     input:
         unpack(lambda w: dirac_models(w, (w.variant,))),
-        operator="results/{dataset}/{task}/operator.json",
-        measurements="results/{dataset}/{task}/measurements/test.npz",
+        operator=rules.measure.output.operator,
+        measurements=rules.measure.output.test,
         schedule=rules.schedule.output.table,
         chosen=rules.tune_dirac.output.chosen,
-        code=code("sample.py", "contracts.py", "train.py", *DIRAC_CODE),
+        code=code("sample", *method_modules(DIRAC_METHODS)),
     output:
         recon="results/{dataset}/{task}/dirac-{variant}/recon/test.npz",
         trajectory="results/{dataset}/{task}/dirac-{variant}/recon/trajectory.csv",
         posterior="results/{dataset}/{task}/dirac-{variant}/recon/posterior_samples.npz",
     wildcard_constraints:
-        variant="po|do",
+        variant="|".join(DIRAC_VARIANTS_ALL),
     params:
         device=gpu_device,
         settings=settings(dirac_sample_settings),

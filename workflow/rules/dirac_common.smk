@@ -1,8 +1,12 @@
 # Helpers of workflow/rules/dirac.smk (kept apart so rule files hold rules only).
 import shlex
 
-DIRAC_VARIANTS = [m.split("-", 1)[1] for m in METHODS if m in ("dirac-po", "dirac-do")]
-DIRAC_CODE = ("dirac", "operators", "nn", "methods/__init__.py", "methods/base.py", "methods/dirac.py", "metrics/__init__.py", "metrics/perceptual.py", "metrics/backbones.py", "seeding.py", "runtime.py")
+include: "training_common.smk"
+
+# Methods run by the Dirac rules (registry entries with rules: dirac): dirac-<variant>.
+DIRAC_METHODS = [m for m, s in METHOD_SPECS.items() if s.rules == "dirac"]
+DIRAC_VARIANTS_ALL = [m.split("-", 1)[1] for m in DIRAC_METHODS]
+DIRAC_VARIANTS = [m.split("-", 1)[1] for m in METHODS if m in DIRAC_METHODS]
 
 
 def dirac_task(task):
@@ -15,10 +19,6 @@ def dirac_task(task):
 def dt_name(dt):
     """The folder suffix of a look-ahead (1.0 -> '1', 0.5 -> '0.5')."""
     return f"{float(dt):g}"
-
-
-def lpips_settings():
-    return {"net": config["metrics"]["lpips_net"], "upsample_below": config["metrics"]["lpips_upsample_below"]}
 
 
 def model_path(wildcards, dt):
@@ -56,7 +56,7 @@ def dirac_train_settings(wildcards):
     allowed = [float(v) for v in dirac_task(wildcards.task)["look_aheads"] + ABLATIONS["look_aheads"]]
     if dt not in allowed:
         raise WorkflowError(f"no Dirac model with look-ahead {dt} is configured for {wildcards.task} (dirac.tasks.{wildcards.task}.look_aheads or ablations.look_aheads)")
-    training = {**config["training"], **dirac_task(wildcards.task).get("training", {}), "seed": config["seed"]}
+    training = {**science_training(dirac_training(wildcards)), "seed": config["seed"]}
     return {
         "network": training["network"],
         "image_size": config["datasets"][wildcards.dataset]["image_size"],
@@ -75,7 +75,8 @@ def dirac_model_args(wildcards, input):
     args = []
     for name in input.keys():
         if name.startswith("model_dt"):
-            args.append(f"--input model-dt{name[len('model_dt'):].replace('_', '.')}={shlex.quote(input[name])}")
+            item = f"model-dt{name[len('model_dt'):].replace('_', '.')}={input[name]}"
+            args.append(f"--input {shlex.quote(item)}")
     return " ".join(args)
 
 

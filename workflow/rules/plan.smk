@@ -8,25 +8,31 @@
 # $DIRACBENCH_PLAN_CACHE; '' disables), so only the first DAG build of a new network imports torch.
 from diracbench import plan as planner
 
+# The planner reads method sections by name; give it every configured method's section with its
+# registry defaults filled in (a config may leave a section out).
+PLAN_CONFIG = {**config, **METHOD_CONFIG}
+
 try:
-    planner.check(config)
+    planner.check(PLAN_CONFIG)
 except UserError as err:
     raise WorkflowError(str(err)) from None
 
 
 rule plan:
     input:
-        code=code("plan", "nn", "prior/__init__.py", "prior/pretrained.py"),
+        code=code("plan.__main__"),
     output:
         csv="results/plan.csv",
         md="results/plan.md",
     params:
         # The whole configuration: the plan covers every job of the DAG.
-        settings=settings(lambda w: config),
+        settings=settings(lambda w: PLAN_CONFIG),
     log:
         log("plan", "plan"),
     benchmark:
         bench("plan", "plan")
+    conda:
+        "../../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=4000,

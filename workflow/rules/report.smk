@@ -11,12 +11,7 @@ include: "report_common.smk"
 rule metrics:
     input:
         unpack(metrics_inputs),
-        code=code(
-            *(f"metrics/{f}" for f in ("__init__.py", "__main__.py", "backbones.py", "evaluate.py", "image_quality.py", "perceptual.py")),
-            "operators",
-            "runtime.py",
-            "seeding.py",
-        ),
+        code=code("metrics.__main__", *metric_modules()),
     output:
         per_image="results/{dataset}/{task}/{method}/metrics/per_image.csv",
         aggregate="results/{dataset}/{task}/{method}/metrics/aggregate.csv",
@@ -58,7 +53,7 @@ rule metrics:
 rule tables:
     input:
         aggregates=table_aggregates,
-        code=code("tables.py", "contracts.py"),
+        code=code("tables"),
     output:
         md="results/tables/{dataset}.md",
         tex="results/tables/{dataset}.tex",
@@ -71,7 +66,7 @@ rule tables:
             labels={"dataset": "{dataset}", "table": "Table 1 (md/tex/csv beside it)"},
         ),
     params:
-        settings=settings(lambda w: {"dataset": w.dataset, "tasks": TASKS, "methods": METHODS, "seed": config["seed"]}),
+        settings=settings(lambda w: {"dataset": w.dataset, "tasks": TASKS, "methods": METHODS, "seed": config["seed"], "method_labels": method_labels(METHODS)}),
         out_stem=lambda w, output: os.path.splitext(output.csv)[0],
     log:
         log("tables", "{dataset}"),
@@ -91,7 +86,7 @@ rule tables:
 rule figure:
     input:
         unpack(lambda w: figure_inputs(FIGURE_OF[w.name], w.dataset, w.task)),
-        code=code("figures.py", "contracts.py", "operators"),
+        code=code("figures"),
     output:
         png=report(
             "results/figures/{dataset}_{task}_{name}.png",
@@ -126,7 +121,7 @@ rule figure:
 rule figure_schedules:
     input:
         unpack(lambda w: figure_inputs("schedules", w.dataset)),
-        code=code("figures.py", "contracts.py", "operators"),
+        code=code("figures"),
     output:
         png=report(
             "results/figures/{dataset}_fig7_schedules.png",
@@ -137,7 +132,7 @@ rule figure_schedules:
         ),
         pdf="results/figures/{dataset}_fig7_schedules.pdf",
     params:
-        settings=settings(figure_settings),
+        settings=settings(lambda w: {**figure_settings(w), "schedules": schedule_sources()}),
         inputs=figure_args,
         out_stem=lambda w, output: os.path.splitext(output.png)[0],
     log:
@@ -160,10 +155,12 @@ rule folder_provenance:
     input:
         files=lambda w: (
             expand("results/tables/{dataset}.{ext}", dataset=DATASETS, ext=("md", "tex", "csv", "html"))
+            + expand("results/tables/{dataset}_{table}.{ext}", dataset=DATASETS, table=("table2_networks", "table3_sampling"), ext=("md", "tex", "csv", "html"))
+            + expand("results/tables/{dataset}_claims.{ext}", dataset=DATASETS, ext=("md", "csv", "html"))
             if w.folder == "tables"
             else [f for png in available_figures() for f in (png, png[: -len(".png")] + ".pdf")]
         ),
-        code=code("metrics/folder_provenance.py"),
+        code=code("metrics.folder_provenance"),
     output:
         "results/{folder}/provenance.json",
     wildcard_constraints:

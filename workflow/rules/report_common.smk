@@ -1,8 +1,25 @@
 # Helpers of workflow/rules/report.smk (kept apart so rule files hold rules only).
 import shlex
 
+from diracbench.metrics.registry import METRICS
+
 REFERENCE = "y"  # the measurement itself, scored as a reference row
-DIFFUSION = ("dirac-po", "dirac-do", "dps", "ddrm")
+
+
+def figure_methods(kind):
+    """Configured methods whose registry entry draws them in a figure kind, in registry order."""
+    return [m for m in METHOD_SPECS if m in METHODS and kind in METHOD_SPECS[m].figures]
+
+
+def metric_modules():
+    """Modules that compute the registered metrics (loaded by name, so code() entries)."""
+    return sorted({m.function.partition(":")[0] for m in METRICS.values()})
+
+
+def method_labels(methods):
+    """Display name and order of methods: a tables/figures setting, so renaming a method in its
+    registry entry reruns the jobs that print the name."""
+    return {m: [METHOD_SPECS[m].display, METHOD_SPECS[m].order] for m in methods if m in METHOD_SPECS}
 
 
 def producible(path):
@@ -22,6 +39,11 @@ def _metrics(dataset, task, method, name="aggregate.csv"):
     return f"{_task_dir(dataset, task)}/{method}/metrics/{name}"
 
 
+def _measured(name, dataset, task):
+    """A file of the `measure` rule (operator, val, test) for one dataset and task."""
+    return getattr(rules.measure.output, name).format(dataset=dataset, task=task)
+
+
 def _dirac_tuning(dataset, task, name):
     return f"{_task_dir(dataset, task)}/dirac/tuning/{name}"
 
@@ -38,8 +60,8 @@ def scored_methods(dataset, task):
 
 def metrics_inputs(wildcards):
     inputs = {
-        "measurements": f"{_task_dir(wildcards.dataset, wildcards.task)}/measurements/test.npz",
-        "operator": f"{_task_dir(wildcards.dataset, wildcards.task)}/operator.json",
+        "measurements": _measured("test", wildcards.dataset, wildcards.task),
+        "operator": _measured("operator", wildcards.dataset, wildcards.task),
     }
     if wildcards.method != REFERENCE:
         inputs["recon"] = _recon(wildcards.dataset, wildcards.task, wildcards.method)
@@ -69,7 +91,6 @@ PER_TASK_FIGURES = {
 
 def figure_inputs(kind, dataset, task=None):
     """{input name: path} of what a figure draws; empty when it has nothing to draw."""
-    tdir = _task_dir(dataset, task) if task else None
     dirac = any(m.startswith("dirac") for m in METHODS)
     out = {}
     if kind == "perception":
@@ -80,32 +101,32 @@ def figure_inputs(kind, dataset, task=None):
     elif kind == "consistency":
         if dirac and producible(_dirac_tuning(dataset, task, "trajectory.csv")):
             out[_key("trajectory", "dirac")] = _dirac_tuning(dataset, task, "trajectory.csv")
-        for m in ("dps", "ddrm"):
-            if m in METHODS and producible(_recon(dataset, task, m, "trajectory.csv")):
+        for m in figure_methods("consistency"):
+            if producible(_recon(dataset, task, m, "trajectory.csv")):
                 out[_key("trajectory", m)] = _recon(dataset, task, m, "trajectory.csv")
         if out:
-            out["operator"] = f"{tdir}/operator.json"
+            out["operator"] = _measured("operator", dataset, task)
     elif kind == "lpips-nfe":
-        for m in DIFFUSION:
-            if m in METHODS and producible(_recon(dataset, task, m)):
+        for m in figure_methods("lpips-nfe"):
+            if producible(_recon(dataset, task, m)):
                 out[_key("aggregate", m)] = _metrics(dataset, task, m)
                 if producible(_recon(dataset, task, m, "trajectory.csv")):
                     out[_key("trajectory", m)] = _recon(dataset, task, m, "trajectory.csv")
     elif kind == "samples":
-        out["measurements"] = f"{tdir}/measurements/test.npz"
+        out["measurements"] = _measured("test", dataset, task)
         for m in scored_methods(dataset, task):
             out[_key("recon", m)] = _recon(dataset, task, m)
             out[_key("per_image", m)] = _metrics(dataset, task, m, "per_image.csv")
     elif kind == "uncertainty":
         if "dirac-po" in METHODS and producible(_recon(dataset, task, "dirac-po", "posterior_samples.npz")):
-            out["measurements"] = f"{tdir}/measurements/test.npz"
+            out["measurements"] = _measured("test", dataset, task)
             out["samples"] = _recon(dataset, task, "dirac-po", "posterior_samples.npz")
     elif kind == "schedules":
         for t in TASKS:
             sched = f"{_task_dir(dataset, t)}/schedule/schedule.csv"
             if producible(sched):
                 out[_key("schedule", t)] = sched
-                out[_key("operator", t)] = f"{_task_dir(dataset, t)}/operator.json"
+                out[_key("operator", t)] = _measured("operator", dataset, t)
     return out
 
 
@@ -136,7 +157,19 @@ def figure_settings(wildcards):
         "seed": config["seed"],
         "grid_images": config["metrics"]["grid_images"],
         "uncertainty_images": config["metrics"]["uncertainty_images"],
+        "method_labels": method_labels(METHODS),
     }
+
+
+def schedule_sources():
+    """Each task's schedule config (what made it: greedy + metric, a file, linear) for Fig. 7's labels."""
+    out = {}
+    for task in TASKS:
+        sched = dict(config["tasks"][task]["schedule"])
+        if "file" in sched:
+            sched["file"] = os.path.basename(str(sched["file"]))  # a name, not a path: a moved file reruns nothing
+        out[task] = sched
+    return out
 
 
 def evaluation_targets(wildcards):

@@ -12,7 +12,7 @@ include: "science_common.smk"
 rule tables_hparams:
     input:
         files=lambda w: list(hparams_inputs(config, w.dataset).values()),
-        code=code("tables_hparams.py", "textables.py", "contracts.py", "nn", "prior/pretrained.py", "dirac/sampler.py"),
+        code=code("tables_hparams"),
     output:
         t2=multiext("results/tables/{dataset}_table2_networks", ".md", ".tex", ".csv"),
         t2_html=report(
@@ -52,7 +52,7 @@ rule tables_hparams:
 rule claims:
     input:
         unpack(claims_inputs),
-        code=code("claims.py", "textables.py", "contracts.py"),
+        code=code("claims"),
     output:
         md="results/tables/{dataset}_claims.md",
         csv="results/tables/{dataset}_claims.csv",

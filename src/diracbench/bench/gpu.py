@@ -11,7 +11,10 @@ and the peak GPU memory of each. Optionally `--compile` adds torch.compile'd var
 table (and writes it as CSV with --out). Then the training table of gpu_training.py: the presets'
 bf16 training at micro-batch 8 and 32 with and without activation checkpointing, DDP through
 torchrun on every visible GPU, beside the per-image activation and FLOP estimates made without a
-GPU (<out>_training.csv). Nothing in the workflow depends on it.
+GPU (<out>_training.csv). Then the sampling table of gpu_sampling.py: DPS and DDRM on the presets'
+priors (SDEdit DDPM, ADM) at 256 px, Dirac guided sampling and LPIPS/FD-VGG scoring, at the
+planner's batch sizes, beside the planner's estimates (<out>_sampling.csv). Nothing in the
+workflow depends on it.
 
 Without CUDA it refuses (exit 1) — CPU numbers must never pass for GPU numbers — unless run as
 `--allow-cpu --tiny`, a smoke test of this code path on a tiny network whose table says so.
@@ -131,6 +134,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-throughput", action="store_true", help="leave out the precision x memory-format throughput table")
     parser.add_argument("--skip-training", action="store_true", help="leave out the micro-batch / checkpointing / DDP training table")
     parser.add_argument("--training-steps", type=int, default=None, help="timed steps per training point (default 10; 2 with --tiny)")
+    parser.add_argument("--skip-sampling", action="store_true", help="leave out the sampling/scoring table (DPS, DDRM, Dirac guided, LPIPS at the planner's batch sizes)")
+    parser.add_argument("--sampling-steps", type=int, default=None, help="timed steps (NFEs) per sampling point (default 5; 2 with --tiny)")
+    parser.add_argument("--sampling-config", action="append", type=Path, default=None, help="config(s) whose jobs the sampling table times (default: both paper presets; tests/configs/tiny.yaml with --tiny)")
     parser.add_argument("--preset", type=Path, default=None, help="the preset whose network, image size and blur kernel the paper-size runs use (default workflow/presets/paper-ffhq.yaml)")
 
 
@@ -155,6 +161,7 @@ def run_gpu_check(args: argparse.Namespace) -> int:
     info = machine_info(device)
     where = f"GPU {info['gpu']}" if cuda else f"CPU SMOKE TEST ({info['cpu']}, {info['torch_threads']} threads) - NOT GPU NUMBERS"
     header = f"diracbench GPU check: {params:,}-parameter network at {size}x{size} on {where}; torch {info['torch']}; {info['date']}"
+    print(_estimated_total(args, network, size, steps, warmup, train_batch, sample_batch), flush=True)
     if not args.skip_throughput:
         rows = []
         combos = [(bf16, cl, False) for bf16 in (False, True) for cl in (False, True)]
@@ -177,7 +184,60 @@ def run_gpu_check(args: argparse.Namespace) -> int:
         if args.out is not None:
             with atomic_path(args.out.with_name(args.out.stem + "_training.csv")) as tmp:
                 pd.DataFrame(rows).assign(device=where, **{f"estimate_{k}": v for k, v in estimates.items()}).to_csv(tmp, index=False)
+    if not args.skip_sampling:
+        from diracbench.bench.gpu_sampling import format_sampling, run_sampling_check
+
+        rows = run_sampling_check(device, _sampling_configs(args), args.tiny, _sampling_steps(args), args.threads)
+        print(format_sampling(rows, header), flush=True)
+        if args.out is not None:
+            from diracbench.bench.gpu_sampling import COLUMNS as SAMPLING_COLUMNS
+
+            with atomic_path(args.out.with_name(args.out.stem + "_sampling.csv")) as tmp:
+                pd.DataFrame(rows, columns=SAMPLING_COLUMNS).assign(device=where).to_csv(tmp, index=False)
     return 0
+
+
+def _sampling_configs(args: argparse.Namespace) -> list[Path]:
+    from diracbench.bench.gpu_sampling import default_configs
+
+    configs = args.sampling_config or default_configs(args.tiny)
+    missing = [str(p) for p in configs if not Path(p).is_file()]
+    if missing or not configs:
+        raise SystemExit(f"diracbench.bench gpu: no config for the sampling table ({', '.join(missing) or 'none found'}); pass --sampling-config FILE or --skip-sampling")
+    return list(configs)
+
+
+def _sampling_steps(args: argparse.Namespace) -> int:
+    return args.sampling_steps or (2 if args.tiny else 5)
+
+
+def _estimated_total(args: argparse.Namespace, network: dict, size: int, steps: int, warmup: int, train_batch: int, sample_batch: int) -> str:
+    """A rough wall-time forecast of the parts that will run, from FLOP counts and A100-class
+    sustained throughput (the planner's defaults), so a GPU session can be sized before it starts."""
+    from diracbench.plan.jobs import DEFAULT_CLUSTER
+
+    parts = []
+    if not args.skip_throughput or not args.skip_training:
+        from diracbench.bench.gpu_training import per_image_estimates
+
+        est = per_image_estimates(network, size)
+        bf16, fp32 = DEFAULT_CLUSTER["tflops_bf16"] * 1e12, DEFAULT_CLUSTER["tflops_fp32"] * 1e12
+        if not args.skip_throughput:
+            combos = 4 + (2 if args.compile else 0)
+            work = (steps + warmup) * (train_batch * est["train_gflop_per_image"] + sample_batch * est["forward_gflop_per_image"]) * 1e9
+            per_precision = work / fp32 + work / bf16  # one fp32 and one bf16 combination per memory format (and compiled)
+            parts.append(("throughput", combos / 2 * per_precision + combos * (3 if args.tiny else 10) + (60 * args.compile)))
+        if not args.skip_training:
+            training_steps = args.training_steps or (2 if args.tiny else 10)
+            work = sum((training_steps + 3) * mb * est["train_gflop_per_image"] * 1e9 for mb in (8, 8, 32, 32)) if not args.tiny else 0.0
+            parts.append(("training", work / bf16 + (20 if args.tiny else 60) + 30))  # start-up per point, torchrun
+    if not args.skip_sampling:
+        from diracbench.bench.gpu_sampling import plan_estimate
+
+        parts.append(("sampling", plan_estimate(_sampling_configs(args), args.tiny, _sampling_steps(args))))
+    total = sum(s for _, s in parts)
+    detail = ", ".join(f"{name} ~{s / 60:.1f} min" for name, s in parts)
+    return f"estimated total: ~{total / 60:.1f} min on an A100-class GPU ({detail}; planner throughput, plus start-up)"
 
 
 def _paper_sizes(preset: Path | None) -> tuple[dict, int, int]:

@@ -29,6 +29,8 @@ import torch
 from diracbench.bench.counters import NetworkCounter
 from diracbench.bench.machine import current_rss_mb, machine_info, peak_rss_mb, synchronize
 from diracbench.errors import UserError
+from diracbench.methods.registry import spec as method_spec
+from diracbench.metrics.image_quality import psnr
 
 COLUMNS = [
     "dataset", "task", "method", "n_images", "batch_size", "nfe", "forward_per_image", "backward_per_image",
@@ -36,7 +38,6 @@ COLUMNS = [
     "psnr", "lpips", "quality_n", "paired_psnr", "paired_lpips", "paired_n", "default_run_seconds_per_image",
     "networks", "device", "note",
 ]
-JAX_METHODS = ("pnp-admm", "admm-tv")
 
 
 def quiet_hparams(method: str, hparams: dict) -> dict:
@@ -75,9 +76,8 @@ def run_one(spec: dict, device: torch.device, threads: int) -> dict:
         wall = time.perf_counter() - start
     n = len(problem)
     x = problem.x.detach().cpu().clamp(0, 1).numpy()
-    mse = np.clip(((recon.x_hat - x) ** 2).reshape(n, -1).mean(1), 1e-12, None)
     counts = counter.summary()
-    jax = method in JAX_METHODS
+    jax = method_spec(method).env == "scico"
     note = ""
     if jax and method == "pnp-admm":
         note = "DnCNN runs in JAX (jit): torch hooks cannot see it; one DnCNN pass per ADMM iteration (nfe)"
@@ -95,7 +95,7 @@ def run_one(spec: dict, device: torch.device, threads: int) -> dict:
         "peak_rss_mb": peak_rss_mb(),
         "start_rss_mb": start_rss,
         "cuda_peak_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else math.nan,
-        "bench_psnr": float(np.mean(10 * np.log10(1.0 / mse))),
+        "bench_psnr": float(np.mean(psnr(recon.x_hat, x))),
         "networks": counts["networks"],
         "device": str(device),
         "note": note,

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from diracbench.methods.registry import display_name
 from diracbench.bench.pipeline import median_dry_run, run_span, stage_summary
 from diracbench.errors import UserError
 from diracbench.provenance import provenance_path
 
 BEGIN = "<!-- COST:BEGIN"
 END = "<!-- COST:END -->"
-DISPLAY = {"dirac-po": "Dirac-PO", "dirac-do": "Dirac-DO", "dps": "DPS", "ddrm": "DDRM", "pnp-admm": "PnP-ADMM", "admm-tv": "ADMM-TV"}
 TARGET_KEYS = ("end_to_end_min", "dps_over_dirac_po", "sampling_speedup", "loss_speedup", "dry_run_s")
 
 
@@ -103,7 +103,7 @@ def cost_table(methods: pd.DataFrame) -> str:
              "PSNR, common images (n) | LPIPS, common images |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for _, r in methods.iterrows():
-        lines.append(f"| {r['dataset']} | {r['task']} | {DISPLAY.get(r['method'], r['method'])} | {_num(r['nfe'])} | {_passes(r)} | "
+        lines.append(f"| {r['dataset']} | {r['task']} | {display_name(r['method'])} | {_num(r['nfe'])} | {_passes(r)} | "
                      f"{_num(r['seconds_per_image'])} ({int(r['batch_size'])}) | {_num(r['peak_rss_mb'])} | {_num(r['psnr'], 4)} ({_count(r['quality_n'])}) | "
                      f"{_num(r['lpips'])} | {_num(r['paired_psnr'], 4)} ({_count(r['paired_n'])}) | {_num(r['paired_lpips'])} |")
     return "\n".join(lines)

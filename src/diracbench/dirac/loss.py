@@ -28,20 +28,31 @@ from diracbench.operators import DegradationFamily, GeometricNoise, load_operato
 LOSS_KEYS = ("dt", "clean_space_at_tau0")
 
 
-def ir_loss(
+def ir_draw(shape: tuple[int, ...], generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss's random draws for a batch of `shape`: one t per image, then z, in this order.
+
+    Kept apart from the arithmetic so that data-parallel ranks and micro-batches can draw the whole
+    global batch (identical on every rank) and each use its own slice: the draws then do not depend
+    on how the batch is split.
+    """
+    dev = generator.device
+    t = torch.rand(shape[0], generator=generator, device=dev, dtype=torch.float32).to(torch.float64)
+    z = torch.randn(shape, generator=generator, device=dev, dtype=torch.float32)
+    return t, z
+
+
+def ir_loss_from_draws(
     model: nn.Module,
     x0: torch.Tensor,
-    generator: torch.Generator,
+    t: torch.Tensor,
+    z: torch.Tensor,
     family: DegradationFamily,
     noise: GeometricNoise,
     dt: float,
     clean_space_at_tau0: bool = False,
 ) -> torch.Tensor:
-    """One minibatch of the incremental-reconstruction loss; t and z are drawn from `generator`."""
-    b = x0.shape[0]
-    dev = generator.device
-    t = torch.rand(b, generator=generator, device=dev, dtype=torch.float32).to(torch.float64)
-    z = torch.randn(x0.shape, generator=generator, device=dev, dtype=torch.float32).to(x0.device)
+    """The loss (mean over the images of `x0`) for given draws `t`, `z` of those images."""
+    z = z.to(x0.device)
     sigma = noise(t).to(x0.device)
     tau = (t - dt).clamp_min(0.0)
     x0 = x0.float()
@@ -56,6 +67,36 @@ def ir_loss(
             err_tau = torch.where((tau == 0).view(-1, 1, 1, 1).to(err.device), err, err_tau)
         per_image = err_tau.pow(2).flatten(1).sum(1) / sigma.float().pow(2)
     return per_image.mean()
+
+
+def ir_loss(
+    model: nn.Module,
+    x0: torch.Tensor,
+    generator: torch.Generator,
+    family: DegradationFamily,
+    noise: GeometricNoise,
+    dt: float,
+    clean_space_at_tau0: bool = False,
+) -> torch.Tensor:
+    """One minibatch of the incremental-reconstruction loss; t and z are drawn from `generator`."""
+    t, z = ir_draw(tuple(x0.shape), generator)
+    return ir_loss_from_draws(model, x0, t, z, family, noise, dt, clean_space_at_tau0)
+
+
+class _IRLoss:
+    """`loss(model, x0, generator)`, plus `draw`/`compute` for split batches (training.loop)."""
+
+    def __init__(self, family: DegradationFamily, noise: GeometricNoise, dt: float, clean: bool) -> None:
+        self.family, self.noise, self.dt, self.clean = family, noise, dt, clean
+
+    def draw(self, shape: tuple[int, ...], generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+        return ir_draw(shape, generator)
+
+    def compute(self, model: nn.Module, x0: torch.Tensor, draws: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return ir_loss_from_draws(model, x0, *draws, self.family, self.noise, self.dt, self.clean)
+
+    def __call__(self, model: nn.Module, x0: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return self.compute(model, x0, self.draw(tuple(x0.shape), generator))
 
 
 def make_loss(loss_settings: dict, inputs: dict[str, Path], device: torch.device) -> Callable[[nn.Module, torch.Tensor, torch.Generator], torch.Tensor]:
@@ -77,7 +118,4 @@ def make_loss(loss_settings: dict, inputs: dict[str, Path], device: torch.device
     noise = GeometricNoise.from_dict(spec["noise"])
     clean = bool(loss_settings["clean_space_at_tau0"])
 
-    def loss_fn(model: nn.Module, x0: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return ir_loss(model, x0, generator, family, noise, dt, clean)
-
-    return loss_fn
+    return _IRLoss(family, noise, dt, clean)

@@ -1,7 +1,8 @@
 """Reconstruction methods behind one contract (see `base.py`).
 
 Each method lives in its own module, imported lazily by name so that e.g. the scico methods'
-JAX import never happens in a torch-only job. A method module provides
+JAX import never happens in a torch-only job. A module registers its method names with a literal
+`METHOD_SPECS` dict (see `registry.py`, read without importing the module) and provides
 
     reconstruct(problem: Problem, hparams: dict, ctx: RunContext) -> Reconstruction
 
@@ -15,19 +16,9 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from diracbench.errors import UserError
-
-METHOD_MODULES: dict[str, str] = {
-    "dirac-po": "diracbench.methods.dirac",
-    "dirac-do": "diracbench.methods.dirac",
-    "dps": "diracbench.methods.dps",
-    "ddrm": "diracbench.methods.ddrm",
-    "pnp-admm": "diracbench.methods.pnp_admm",
-    "admm-tv": "diracbench.methods.admm_tv",
-}
+from diracbench.methods.registry import spec
 
 
 def load_method(name: str) -> ModuleType:
-    if name not in METHOD_MODULES:
-        raise UserError(f"unknown method {name!r}; known methods: {sorted(METHOD_MODULES)}")
-    return importlib.import_module(METHOD_MODULES[name])
+    """The module of a registered method (see registry.py); unknown names fail with the list."""
+    return importlib.import_module(spec(name).module)

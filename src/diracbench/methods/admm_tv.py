@@ -38,6 +38,24 @@ from diracbench.scico_ops import (
     solve_candidates,
 )
 
+# Registry entry (read as a literal by diracbench.methods.registry, without importing this module).
+METHOD_SPECS = {
+    "admm-tv": {
+        "display": "ADMM-TV",
+        "order": 60,
+        "env": "scico",
+        "tunes": ["lam", "rho", "maxiter"],
+        "schema": "admm_tv.schema.yaml",
+        "resources": {"tune": {"mem_mb": 6000, "runtime": 60}, "sample": {"mem_mb": 6000, "runtime": 60}},
+        "defaults": {
+            "hparams": {"maxiter": 200, "init": "adjoint", "blur_impl": "matrix", "batch_size": 1024},
+            "grid": {"deblur": {"lam": [0.01, 0.02, 0.05], "rho": [0.03, 0.1, 0.3]}, "inpaint": {"lam": [0.01, 0.02, 0.05], "rho": [0.03, 0.1, 0.3]}},
+            "objective": "auto",
+            "max_images": {"val": 16, "test": None},
+        },
+    },
+}
+
 METHOD = "admm-tv"
 REQUIRED = ("lam", "rho", "maxiter", "init", "blur_impl", "batch_size")
 MU_FACTOR = 1.01  # scico's safety factor: mu must exceed ||K||^2 strictly

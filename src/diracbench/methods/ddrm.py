@@ -36,6 +36,28 @@ from diracbench.prior.sampling import TrajectoryLog, TrajectorySettings, batches
 from diracbench.prior.schedule import DDPMSchedule
 from diracbench.seeding import image_generators, randn_per_image
 
+# Registry entry (read as a literal by diracbench.methods.registry, without importing this module).
+METHOD_SPECS = {
+    "ddrm": {
+        "display": "DDRM",
+        "order": 40,
+        "env": "torch",
+        "inputs": ["prior"],
+        "tunes": ["steps", "eta", "eta_b", "blur_threshold", "mask_threshold"],
+        "schema": "ddrm.schema.yaml",
+        "figures": ["consistency", "lpips-nfe"],
+        "resources": {"tune": {"mem_mb": 4000, "runtime": 60}, "sample": {"mem_mb": 4000, "runtime": 60}},
+        "gpu": True,
+        "defaults": {
+            "hparams": {"steps": 20, "eta": 0.85, "eta_b": 1.0, "blur_threshold": 3.0e-2, "mask_threshold": 1.0e-2, "batch_size": 64},
+            "grid": {"deblur": {"blur_threshold": [1.0e-2, 3.0e-2, 1.0e-1]}, "inpaint": {"mask_threshold": [1.0e-2, 3.0e-2, 1.0e-1]}},
+            "objective": "auto",
+            "max_images": {"val": None, "test": None},
+            "trajectory": {"every": 1, "lpips_every": 5},
+        },
+    },
+}
+
 HPARAMS = ("steps", "eta", "eta_b", "blur_threshold", "mask_threshold", "batch_size", "prior")
 EpsFn = Callable[[torch.Tensor, int], torch.Tensor]
 StepCallback = Callable[[int, bool, int, torch.Tensor], None]

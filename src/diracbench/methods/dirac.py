@@ -33,10 +33,21 @@ import torch
 from diracbench.dirac import scheduled_family
 from diracbench.dirac.sampler import SamplerSettings, dirac_sample
 from diracbench.errors import UserError
+from diracbench.metrics.image_quality import data_consistency, psnr
 from diracbench.methods.base import TRAJECTORY_COLUMNS, Problem, Reconstruction, RunContext, TuningResult
 from diracbench.nn.models import load_model
 from diracbench.operators import GeometricNoise
 from diracbench.seeding import image_generators, seed_from_string
+
+# Registry entries (read as literals by diracbench.methods.registry, without importing this
+# module). Both variants share the config section `dirac:` (required when either is configured),
+# one tuning job and the trained models, so they run under their own rules (workflow/rules/dirac.smk).
+METHOD_SPECS = {
+    "dirac-po": {"display": "Dirac-PO", "order": 10, "env": "torch", "rules": "dirac", "tuning": "own", "section": "dirac", "section_required": True,
+                 "schema": "dirac.schema.yaml", "figures": ["lpips-nfe"], "gpu": True},
+    "dirac-do": {"display": "Dirac-DO", "order": 20, "env": "torch", "rules": "dirac", "tuning": "own", "section": "dirac", "section_required": True,
+                 "schema": "dirac.schema.yaml", "figures": ["lpips-nfe"], "gpu": True},
+}
 
 VARIANTS = ("po", "do")
 SAMPLER_KEYS = ("model_dt", "dt", "estimator", "delta", "guidance", "zeta", "guidance_sign", "output")
@@ -89,12 +100,12 @@ class _Recorder:
     last: tuple | None = None
 
     def __call__(self, step: int, t: float, x0_hat: torch.Tensor, iterate: torch.Tensor | None) -> None:
-        dc = (self.y - self.a_1(x0_hat)).pow(2).flatten(1).mean(1)
+        dc = data_consistency(self.y, x0_hat, self.a_1)
         clipped = x0_hat.clamp(0, 1)
         # Per-step numbers stay on the device until the batch is done: no host sync inside the loop.
-        row = {"step": step, "t": t, "nfe": step + 1, "dc": dc, "psnr": _psnr(clipped, self.x)}
+        row = {"step": step, "t": t, "nfe": step + 1, "dc": dc, "psnr": psnr(clipped, self.x)}
         if self.keep_iterate and iterate is not None:
-            row["psnr_iterate"] = _psnr(iterate.clamp(0, 1), self.x)
+            row["psnr_iterate"] = psnr(iterate.clamp(0, 1), self.x)
         self.rows.append(row)
         if self.every and step % self.every == 0:
             self._store(step, clipped, iterate)
@@ -108,11 +119,6 @@ class _Recorder:
     def finish(self) -> None:
         if self.every and self.last is not None and ("x0_hat", self.last[0]) not in self.stored:
             self._store(*self.last)
-
-
-def _psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    mse = (a - b.clamp(0, 1)).pow(2).flatten(1).mean(1).clamp_min(1e-12)
-    return 10 * torch.log10(1.0 / mse)
 
 
 @dataclass

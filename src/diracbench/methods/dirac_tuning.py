@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from diracbench.errors import UserError
+from diracbench.metrics.registry import better, resolve_objective
 
 if TYPE_CHECKING:  # torch-free at import: the resource planner expands search spaces too
     from diracbench.methods.base import Problem, RunContext, TuningResult
@@ -40,7 +41,6 @@ VARIANTS = ("po", "do")
 ESTIMATORS = ("look_ahead", "small_look_ahead", "look_back")
 GUIDANCE = ("none", "std", "error")
 OUTPUTS = ("x0_hat", "iterate")
-OBJECTIVES = {"psnr": "max", "lpips": "min", "fd-vgg": "min"}
 # Search-space keys in the order of grid.csv's param_ columns (guidance brings zeta with it).
 SEARCH_KEYS = ("model_dt", "dt", "estimator", "guidance", "output")
 PARAM_ORDER = ("model_dt", "dt", "estimator", "guidance", "zeta", "output")
@@ -116,16 +116,13 @@ def run_key(cand: dict) -> str:
 def best_row(values: np.ndarray, objective: str) -> int:
     if np.isnan(values).all():
         raise ValueError("no scored row")
-    return int(np.nanargmax(values) if OBJECTIVES[objective] == "max" else np.nanargmin(values))
+    return int(np.nanargmax(values) if better(objective) == "max" else np.nanargmin(values))
 
 
 def _objectives(problem: Problem, tuning: dict) -> dict[str, str]:
     objectives = {"po": tuning["po_metric"], "do": tuning["do_metric"]}
     for v, m in list(objectives.items()):
-        m = ("lpips" if problem.task == "deblur" else "fd-vgg") if m == "auto" else m
-        if m not in OBJECTIVES:
-            raise UserError(f"dirac tuning {v}_metric {m!r} is unknown; use auto or one of {sorted(OBJECTIVES)}")
-        objectives[v] = m
+        objectives[v] = resolve_objective(m, problem.task, f"{v}_metric")
     return objectives
 
 
@@ -163,7 +160,7 @@ def tune(problem: "Problem", settings: dict, ctx: "RunContext") -> "TuningResult
             entry = runs.setdefault(run_key(cand), {"hp": cand, "fd": set(), "quantities": []})
             if cand["output"] not in entry["quantities"]:
                 entry["quantities"].append(cand["output"])
-            if objectives[v] == "fd-vgg":
+            if objectives[v] == "fd_vgg":
                 entry["fd"].add(cand["output"])
     metric = m._lpips(settings["lpips"], ctx.device)
     seeds = problem.image_seeds("dirac", "tune", ctx.seed)
@@ -191,7 +188,7 @@ def tune(problem: "Problem", settings: dict, ctx: "RunContext") -> "TuningResult
                     from diracbench.metrics.perceptual import VGGFeatures
 
                     feats = VGGFeatures(upsample_below=settings["lpips"]["upsample_below"], device=ctx.device)
-                per_step["fd-vgg"] = pd.Series(m._fd_vgg(run, problem.x, feats, quantity))
+                per_step["fd_vgg"] = pd.Series(m._fd_vgg(run, problem.x, feats, quantity))
             entry["per_step"][quantity] = per_step.reset_index()
     chosen, grids, trajs = {}, [], []
     for v in VARIANTS:

@@ -31,6 +31,29 @@ from diracbench.prior.schedule import SpacedSchedule
 from diracbench.progress import progress
 from diracbench.seeding import image_generators, randn_per_image
 
+# Registry entry (read as a literal by diracbench.methods.registry, without importing this module).
+METHOD_SPECS = {
+    "dps": {
+        "display": "DPS",
+        "order": 30,
+        "env": "torch",
+        "inputs": ["prior"],
+        "tunes": ["steps", "scale", "variance", "clip_x0"],
+        "schema": "dps.schema.yaml",
+        "figures": ["consistency", "lpips-nfe"],
+        "resources": {"tune": {"mem_mb": 8000, "runtime": 120}, "sample": {"mem_mb": 8000, "runtime": 240}},
+        "gpu": True,
+        # The embedded default's section: used where the config has no `dps:` (or lacks a key).
+        "defaults": {
+            "hparams": {"steps": 1000, "scale": 0.5, "variance": "fixedsmall", "clip_x0": True, "batch_size": 64},
+            "grid": {"deblur": {"scale": [0.2, 0.5, 1.0]}, "inpaint": {"scale": [0.2, 0.5, 1.0]}},
+            "objective": "lpips",
+            "max_images": {"val": 2, "test": 8},
+            "trajectory": {"every": 50, "lpips_every": 250},
+        },
+    },
+}
+
 HPARAMS = ("steps", "scale", "variance", "clip_x0", "batch_size", "prior")
 VARIANCES = ("fixedsmall", "fixedlarge", "learned")
 EpsFn = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor | None]]
@@ -150,14 +173,30 @@ def reconstruct(problem: Problem, hparams: dict, ctx: RunContext) -> Reconstruct
     return Reconstruction(x_hat, np.full(len(problem), nfe), seconds, None if log is None else log.frame())
 
 
-def reconstruct_grid(problem: Problem, candidates: list[dict], ctx: RunContext) -> list[Reconstruction]:
-    """All candidates in one batched run when they differ only in `scale` (the usual DPS grid)."""
+def grid_entries(n: int, candidates: list[dict]) -> list[tuple[int, int]] | None:
+    """(candidate, image) pairs in the order `reconstruct_grid` samples them, in batches of the
+    first candidate's batch_size; None when the candidates differ in more than `scale` (then
+    each one is reconstructed on its own). Tuning shards cut this list between batches."""
     base = {k: v for k, v in candidates[0].items() if k != "scale"}
     if any({k: v for k, v in c.items() if k != "scale"} != base for c in candidates):
-        return [reconstruct(problem, c, ctx) for c in candidates]
+        return None
+    return [(j, i) for j in range(len(candidates)) for i in range(n)]
+
+
+def reconstruct_entries(problem: Problem, candidates: list[dict], entries: list[tuple[int, int]], ctx: RunContext) -> Reconstruction:
+    """One reconstruction per (candidate, image) entry of `grid_entries`, batched as listed."""
     for c in candidates:
         _check(c)
+    base = {k: v for k, v in candidates[0].items() if k != "scale"}
+    x_hat, seconds, _, nfe = _run(problem, [(i, float(candidates[j]["scale"])) for j, i in entries], base | {"scale": None}, ctx, None)
+    return Reconstruction(x_hat, np.full(len(entries), nfe), seconds)
+
+
+def reconstruct_grid(problem: Problem, candidates: list[dict], ctx: RunContext) -> list[Reconstruction]:
+    """All candidates in one batched run when they differ only in `scale` (the usual DPS grid)."""
+    entries = grid_entries(len(problem), candidates)
+    if entries is None:
+        return [reconstruct(problem, c, ctx) for c in candidates]
     n = len(problem)
-    entries = [(i, float(c["scale"])) for c in candidates for i in range(n)]
-    x_hat, seconds, _, nfe = _run(problem, entries, base | {"scale": None}, ctx, None)
-    return [Reconstruction(x_hat[j * n : (j + 1) * n], np.full(n, nfe), seconds[j * n : (j + 1) * n]) for j in range(len(candidates))]
+    r = reconstruct_entries(problem, candidates, entries, ctx)
+    return [Reconstruction(r.x_hat[j * n : (j + 1) * n], r.nfe[j * n : (j + 1) * n], r.seconds[j * n : (j + 1) * n]) for j in range(len(candidates))]

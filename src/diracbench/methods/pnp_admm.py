@@ -42,6 +42,24 @@ from diracbench.scico_ops import (
     solve_candidates,
 )
 
+# Registry entry (read as a literal by diracbench.methods.registry, without importing this module).
+METHOD_SPECS = {
+    "pnp-admm": {
+        "display": "PnP-ADMM",
+        "order": 50,
+        "env": "scico",
+        "tunes": ["rho", "maxiter"],
+        "schema": "pnp_admm.schema.yaml",
+        "resources": {"tune": {"mem_mb": 6000, "runtime": 60}, "sample": {"mem_mb": 6000, "runtime": 60}},
+        "defaults": {
+            "hparams": {"variant": "17M", "init": "measurement", "blur_impl": "matrix", "batch_size": 128},
+            "grid": {"deblur": {"rho": [0.05, 0.1, 0.2, 0.4], "maxiter": [3, 5, 8]}, "inpaint": {"rho": [0.1, 0.3, 1.0], "maxiter": [10, 20, 30]}},
+            "objective": "auto",
+            "max_images": {"val": 8, "test": None},
+        },
+    },
+}
+
 METHOD = "pnp-admm"
 REQUIRED = ("variant", "rho", "maxiter", "init", "blur_impl", "batch_size")
 BLIND_VARIANTS = ("6L", "6M", "6H", "17L", "17M", "17H")

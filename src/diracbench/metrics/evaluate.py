@@ -21,12 +21,13 @@ import torch
 from diracbench.errors import UserError
 from diracbench.io import read_npz
 
+from diracbench.metrics.registry import METRICS, per_image_metrics, set_metrics
+
 REFERENCE_METHOD = "y"
 
-# Per-image columns of per_image.csv, in order; `higher` says which direction is better.
-PER_IMAGE_METRICS = ("psnr", "ssim", "lpips", "dc", "dc_ratio", "nfe", "seconds")
-SET_METRICS = ("fd_vgg", "fid")
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "lpips": False, "fd_vgg": False, "fid": False}
+# Per-image columns of per_image.csv and the set-level rows of aggregate.csv, in registry order.
+PER_IMAGE_METRICS = per_image_metrics()
+SET_METRICS = set_metrics()
 
 
 @dataclass
@@ -133,58 +134,205 @@ def aggregate(per_image: pd.DataFrame, set_values: dict[str, tuple[float, str]],
     return pd.DataFrame(rows)
 
 
+@dataclass
+class ScoreBatch:
+    """What a registered metric function sees: one method's reconstructions of some test images
+    (one scoring batch: LPIPS, VGG and Inception features always see exactly these batches)."""
+
+    recon: Recon
+    x: np.ndarray  # ground truth of the reconstructed images (matched by name)
+    y: np.ndarray  # their measurements
+    operator: object  # A_1 (LinearOperator)
+    sigma_1: float
+    settings: dict  # the metrics rule's settings (lpips_net, lpips_upsample_below, fid, batch_size, ...)
+    device: torch.device
+    values: dict = field(default_factory=dict)  # per-image values computed so far, by metric
+    cache: dict = field(default_factory=dict)  # shared networks (LPIPS, VGG features), across batches
+
+    @property
+    def x_hat(self) -> np.ndarray:
+        return self.recon.x_hat
+
+    @property
+    def size(self) -> int:
+        return int(min(self.x.shape[-2:]))
+
+    def lpips_metric(self):
+        from diracbench.metrics.perceptual import LPIPSMetric
+
+        if "lpips" not in self.cache:
+            s = self.settings
+            self.cache["lpips"] = LPIPSMetric(s["lpips_net"], s["lpips_upsample_below"], device=self.device, batch_size=s["batch_size"])
+        return self.cache["lpips"]
+
+    def vgg_features(self):
+        from diracbench.metrics.perceptual import VGGFeatures
+
+        if "vgg" not in self.cache:
+            s = self.settings
+            self.cache["vgg"] = VGGFeatures(s["lpips_upsample_below"], device=self.device, batch_size=s["batch_size"])
+        return self.cache["vgg"]
+
+
+# Per-image metrics: (values (N,), protocol note) of one scoring batch.
+
+
+def score_psnr(b: ScoreBatch) -> tuple[np.ndarray, str]:
+    from diracbench.metrics.image_quality import psnr
+
+    return psnr(b.x_hat, b.x), "data range 1, outputs clipped to [0, 1]"
+
+
+def score_ssim(b: ScoreBatch) -> tuple[np.ndarray, str]:
+    from diracbench.metrics.image_quality import ssim
+
+    return ssim(b.x_hat, b.x), "scikit-image, Gaussian 11x11 window, sigma 1.5, data range 1"
+
+
+def score_lpips(b: ScoreBatch) -> tuple[np.ndarray, str]:
+    lp = b.lpips_metric()
+    return lp(b.x_hat, b.x).numpy().astype(np.float64), lp.describe(b.size)
+
+
+def score_dc(b: ScoreBatch) -> tuple[np.ndarray, str]:
+    from diracbench.metrics.image_quality import data_consistency
+
+    return data_consistency(b.y, b.x_hat, b.operator), f"mean (y - A_1(x_hat))^2 per image; noise floor sigma_1^2 = {b.sigma_1**2:.6g}"
+
+
+def score_dc_ratio(b: ScoreBatch) -> tuple[np.ndarray, str]:
+    dc = b.values["dc"] if "dc" in b.values else score_dc(b)[0]
+    return dc / b.sigma_1**2, "data consistency / sigma_1^2 (1 = consistent up to the noise)"
+
+
+def score_nfe(b: ScoreBatch) -> tuple[np.ndarray, str]:
+    return b.recon.nfe, ""
+
+
+def score_seconds(b: ScoreBatch) -> tuple[np.ndarray, str]:
+    return b.recon.seconds, ""
+
+
+# Set-level metrics come in two steps, so a split scored in batches or shards gives the value of
+# the whole set: per batch, the features of x_hat and x (None with the reason when unavailable);
+# once all batches are joined, the distance between the two feature sets.
+
+
+def features_fd_vgg(b: ScoreBatch) -> tuple[dict[str, np.ndarray] | None, str]:
+    feats = b.vgg_features()
+    k = b.lpips_metric().upsample_factor(b.size)
+    note = f"FD-VGG (not FID): Fréchet distance of ImageNet VGG16 relu5_3 average-pooled features (backbone from {feats.source})" + (f", {b.size} px images upsampled {k}x" if k > 1 else "")
+    return {"x_hat": feats(b.x_hat).numpy(), "x": feats(b.x).numpy()}, note
+
+
+def distance_fd_vgg(feats_x_hat: np.ndarray, feats_x: np.ndarray) -> float:
+    from diracbench.metrics.perceptual import frechet_distance
+
+    return frechet_distance(feats_x_hat, feats_x)
+
+
+def features_fid(b: ScoreBatch) -> tuple[dict[str, np.ndarray] | None, str]:
+    from diracbench.metrics.perceptual import inception_available, inception_features
+
+    if not b.settings["fid"]:
+        return None, "FID disabled in the config (metrics.fid: false)"
+    ok, why = inception_available()
+    if not ok:
+        return None, f"unavailable: {why}"
+    bs = b.settings["batch_size"]
+    feats = {"x_hat": inception_features(b.x_hat, device=b.device, batch_size=bs), "x": inception_features(b.x, device=b.device, batch_size=bs)}
+    return feats, f"clean-fid ('clean' mode, 8-bit PNGs), reconstructions vs the ground truth of the same test images; {why}"
+
+
+def distance_fid(feats_x_hat: np.ndarray, feats_x: np.ndarray) -> float:
+    from diracbench.metrics.perceptual import fid_from_features
+
+    return fid_from_features(feats_x_hat, feats_x)
+
+
+@dataclass
+class Scores:
+    """Scores of some of one method's test images, in image order: enough to finish the metrics.
+
+    `columns`: "image", "name" and every per-image metric, one value per image. `features`: the
+    per-image features a set-level metric is computed from ("<metric>:x_hat", "<metric>:x").
+    `notes`: each metric's protocol note (for a set-level metric that cannot be computed, the
+    reason). Scores of consecutive batches are joined with `join_scores`, so a whole split, a
+    shard of it, and the shards gathered give the same numbers (see `metrics.shards`).
+    """
+
+    columns: dict[str, np.ndarray]
+    features: dict[str, np.ndarray]
+    notes: dict[str, str]
+
+    def __len__(self) -> int:
+        return len(self.columns["image"])
+
+
+def metric_batches(n: int, batch_size: int) -> list[slice]:
+    """The scoring batches of n images: LPIPS, VGG and Inception features see exactly these."""
+    bs = max(1, int(batch_size))
+    return [slice(s, min(n, s + bs)) for s in range(0, n, bs)]
+
+
+def _take(recon: Recon, sl: slice) -> Recon:
+    return Recon(recon.x_hat[sl], list(recon.names[sl]), recon.nfe[sl], recon.seconds[sl])
+
+
+def score_images(recon: Recon, meas: Measurements, idx: np.ndarray, operator, sigma_1: float, settings: dict, device: torch.device, cache: dict | None = None) -> Scores:
+    """Every registered metric's per-image values and set-level features for one scoring batch."""
+    batch = ScoreBatch(recon, meas.x[idx], meas.y[idx], operator, sigma_1, settings, device, cache=cache if cache is not None else {})
+    notes: dict[str, str] = {}
+    for name in PER_IMAGE_METRICS:
+        values, note = METRICS[name].compute()(batch)
+        batch.values[name] = np.asarray(values)
+        if note:
+            notes[name] = note
+    features: dict[str, np.ndarray] = {}
+    for name in SET_METRICS:
+        feats, note = METRICS[name].compute()(batch)
+        notes[name] = note
+        if feats is not None:
+            features.update({f"{name}:{k}": v for k, v in feats.items()})
+    columns = {"image": np.asarray(idx, dtype=np.int64), "name": np.asarray(recon.names, dtype=str), **batch.values}
+    return Scores(columns, features, notes)
+
+
+def join_scores(parts: list[Scores]) -> Scores:
+    """Consecutive scores joined in order; every part must carry the same notes and features."""
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        raise UserError("no images were scored")
+    first = parts[0]
+    for p in parts[1:]:
+        if p.notes != first.notes or sorted(p.features) != sorted(first.features):
+            raise UserError("the scored parts disagree on the metrics' protocol (other settings or weights); rescore them all")
+    return Scores(
+        {k: np.concatenate([p.columns[k] for p in parts]) for k in first.columns},
+        {k: np.concatenate([p.features[k] for p in parts]) for k in first.features},
+        dict(first.notes),
+    )
+
+
+def finish_scores(scores: Scores, settings: dict) -> tuple[pd.DataFrame, dict[str, tuple[float, str]], dict[str, str]]:
+    """per_image.csv's table, the set-level values from all images' features, the notes."""
+    per_image = pd.DataFrame({"dataset": settings["dataset"], "task": settings["task"], "method": settings["method"], **scores.columns})
+    per_image["name"] = list(scores.columns["name"])
+    n = len(scores)
+    notes = {k: v for k, v in scores.notes.items() if k not in SET_METRICS}
+    set_values: dict[str, tuple[float, str]] = {}
+    for name in SET_METRICS:
+        if f"{name}:x_hat" not in scores.features:
+            set_values[name] = (math.nan, scores.notes[name])
+        elif n < 2:
+            set_values[name] = (math.nan, "needs at least 2 images")
+        else:
+            set_values[name] = (METRICS[name].distance_fn()(scores.features[f"{name}:x_hat"], scores.features[f"{name}:x"]), scores.notes[name])
+    return per_image, set_values, notes
+
+
 def score(recon: Recon, meas: Measurements, idx: np.ndarray, operator, sigma_1: float, settings: dict, device: torch.device) -> tuple[pd.DataFrame, dict[str, tuple[float, str]], dict[str, str]]:
     """Per-image metrics, the set-level distances, and notes describing each protocol."""
-    from diracbench.metrics.image_quality import data_consistency, psnr, ssim
-    from diracbench.metrics.perceptual import LPIPSMetric, VGGFeatures, compute_fid, frechet_distance, inception_available
-
-    x = meas.x[idx]
-    y = meas.y[idx]
-    x_hat = recon.x_hat
-    size = int(min(x.shape[-2:]))
-    lp = LPIPSMetric(settings["lpips_net"], settings["lpips_upsample_below"], device=device, batch_size=settings["batch_size"])
-    dc = data_consistency(y, x_hat, operator)
-    per_image = pd.DataFrame(
-        {
-            "dataset": settings["dataset"],
-            "task": settings["task"],
-            "method": settings["method"],
-            "image": idx,
-            "name": recon.names,
-            "psnr": psnr(x_hat, x),
-            "ssim": ssim(x_hat, x),
-            "lpips": lp(x_hat, x).numpy().astype(np.float64),
-            "dc": dc,
-            "dc_ratio": dc / sigma_1**2,
-            "nfe": recon.nfe,
-            "seconds": recon.seconds,
-        }
-    )
-    notes = {
-        "lpips": lp.describe(size),
-        "dc": f"mean (y - A_1(x_hat))^2 per image; noise floor sigma_1^2 = {sigma_1**2:.6g}",
-        "dc_ratio": "data consistency / sigma_1^2 (1 = consistent up to the noise)",
-        "ssim": "scikit-image, Gaussian 11x11 window, sigma 1.5, data range 1",
-        "psnr": "data range 1, outputs clipped to [0, 1]",
-    }
-    set_values: dict[str, tuple[float, str]] = {}
-    n = len(x)
-    feats = VGGFeatures(settings["lpips_upsample_below"], device=device, batch_size=settings["batch_size"])
-    k = lp.upsample_factor(size)
-    fd_note = f"FD-VGG (not FID): Fréchet distance of ImageNet VGG16 relu5_3 average-pooled features (backbone from {feats.source})" + (f", {size} px images upsampled {k}x" if k > 1 else "")
-    if n >= 2:
-        set_values["fd_vgg"] = (frechet_distance(feats(x_hat).numpy(), feats(x).numpy()), fd_note)
-    else:
-        set_values["fd_vgg"] = (math.nan, "needs at least 2 images")
-    if not settings["fid"]:
-        set_values["fid"] = (math.nan, "FID disabled in the config (metrics.fid: false)")
-    else:
-        ok, why = inception_available()
-        if not ok:
-            set_values["fid"] = (math.nan, f"unavailable: {why}")
-        elif n < 2:
-            set_values["fid"] = (math.nan, "needs at least 2 images")
-        else:
-            value = compute_fid(x_hat, x, device=device, batch_size=settings["batch_size"])
-            set_values["fid"] = (value, f"clean-fid ('clean' mode, 8-bit PNGs), reconstructions vs the ground truth of the same test images; {why}")
-    return per_image, set_values, notes
+    cache: dict = {}
+    parts = [score_images(_take(recon, sl), meas, idx[sl], operator, sigma_1, settings, device, cache) for sl in metric_batches(len(recon.names), settings["batch_size"])]
+    return finish_scores(join_scores(parts), settings)

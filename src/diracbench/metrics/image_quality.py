@@ -1,7 +1,7 @@
 """Per-image distortion metrics: PSNR, SSIM and data consistency, on outputs clipped to [0, 1].
 
-Every function takes (B, C, H, W) batches as torch tensors or numpy arrays and returns a float64
-numpy array with one value per image. The reconstruction is clipped to [0, 1] first (the paper
+Every function takes (B, C, H, W) batches and returns one value per image (PSNR and data
+consistency keep the array type they are given; SSIM returns float64 numpy). The reconstruction is clipped to [0, 1] first (the paper
 clips every output before its metrics); the reference is clipped too, so a slightly out-of-range
 ground truth cannot produce a PSNR above the clean-image ceiling.
 """
@@ -30,11 +30,26 @@ def _pair(x_hat: ImageBatch, x: ImageBatch) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def psnr(x_hat: ImageBatch, x: ImageBatch) -> np.ndarray:
-    """10 log10(1 / MSE) per image, MSE over all pixels and channels (data range 1).
+def _is_jax(a) -> bool:
+    return type(a).__module__.startswith(("jax", "jaxlib"))
 
-    An exact reconstruction gives +inf, as scikit-image does; aggregates should report it as such.
+
+def psnr(x_hat, x):
+    """10 log10(1 / MSE) per image of clip(x_hat) against clip(x), MSE over all pixels and
+    channels (data range 1). The one PSNR of diracbench: tables, tuning, trajectories, bench.
+
+    An exact reconstruction gives +inf (as scikit-image does; no cap). Works on the array type it
+    is given and returns the same type: numpy (computed in float64, as the tables report it),
+    torch or JAX (computed in the input's dtype and device, as trajectories log it).
     """
+    if isinstance(x_hat, torch.Tensor):
+        mse = (x_hat.clamp(0, 1) - x.clamp(0, 1)).square().flatten(1).mean(1)
+        return 10 * torch.log10(1.0 / mse)
+    if _is_jax(x_hat):
+        import jax.numpy as jnp
+
+        mse = jnp.mean((jnp.clip(x_hat, 0.0, 1.0) - jnp.clip(x, 0.0, 1.0)) ** 2, axis=tuple(range(1, x_hat.ndim)))
+        return 10.0 * jnp.log10(1.0 / mse)
     a, b = _pair(x_hat, x)
     mse = ((a - b) ** 2).reshape(len(a), -1).mean(axis=1)
     with np.errstate(divide="ignore"):
@@ -60,16 +75,24 @@ def ssim(x_hat: ImageBatch, x: ImageBatch) -> np.ndarray:
     )
 
 
-def data_consistency(y: ImageBatch, x_hat: ImageBatch, operator) -> np.ndarray:
-    """mean((y - A_1(clip(x_hat)))^2) per image; compare with the noise floor sigma_1^2.
+def data_consistency(y, x_hat, forward):
+    """mean((y - A_1(clip(x_hat)))^2) per image: the one data-consistency measure of diracbench
+    (tables, trajectories, figures); compare it with the noise floor sigma_1^2.
 
-    `operator` is the measurement's `LinearOperator` (family_from_spec(...).measurement_operator()).
-    A reconstruction consistent with y up to the noise has a value near sigma_1^2.
+    `forward` is the measurement operator A_1 (a `LinearOperator`, anything with `.forward`, or
+    a plain callable). Like `psnr`, it computes in the array type it is given: numpy inputs in
+    float64 (the tables), torch or JAX inputs in their own dtype (trajectories).
     """
-    yt = torch.as_tensor(y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y), dtype=torch.float64)
+    apply = forward.forward if hasattr(forward, "forward") else forward
+    if isinstance(x_hat, torch.Tensor):
+        return (y - apply(x_hat.clamp(0, 1))).square().flatten(1).mean(1)
+    if _is_jax(x_hat):
+        import jax.numpy as jnp
+
+        return jnp.mean((y - apply(jnp.clip(x_hat, 0.0, 1.0))) ** 2, axis=tuple(range(1, x_hat.ndim)))
+    yt = torch.as_tensor(np.asarray(y), dtype=torch.float64)
     xt = torch.as_tensor(_as_numpy(x_hat, "x_hat"), dtype=torch.float64)
     if yt.shape != xt.shape:
         raise ValueError(f"shapes differ: y {tuple(yt.shape)} vs x_hat {tuple(xt.shape)}")
-    resid = (yt - operator.forward(xt).to(torch.float64)) ** 2
+    resid = (yt - apply(xt).to(torch.float64)) ** 2
     return resid.reshape(len(yt), -1).mean(dim=1).numpy()
-

@@ -261,28 +261,46 @@ def _write_pngs(images: torch.Tensor, folder: Path) -> None:
         Image.fromarray(img).save(folder / f"{i:06d}.png")
 
 
+def _inception_model(device: torch.device) -> torch.nn.Module:
+    path, why = find_inception()
+    if path is None:
+        raise UserError(f"FID unavailable: {why}")
+    key = f"{path}:{device}"
+    if key not in _INCEPTION_MODELS:
+        _INCEPTION_MODELS[key] = _CleanFIDInception(path).to(device)
+    return _INCEPTION_MODELS[key]
+
+
+def inception_features(images: ImageBatch, device: torch.device | str = "cpu", batch_size: int = 32) -> np.ndarray:
+    """clean-fid's Inception features (N, 2048) of images saved as 8-bit PNGs, in image order.
+
+    Exactly what clean-fid's folder FID computes for one folder ('clean' resize, batches of
+    `batch_size` from the first image), so features of consecutive whole batches, concatenated,
+    equal the features of the whole set: FID can be computed from shards.
+    """
+    from cleanfid import fid as cfid
+
+    device = torch.device(device)
+    model = _inception_model(device)
+    with tempfile.TemporaryDirectory(prefix="diracbench-fid-") as tmp:
+        _write_pngs(as_image_tensor(images, "cpu", "images"), Path(tmp) / "a")
+        with torch.no_grad():
+            return cfid.get_folder_features(str(Path(tmp) / "a"), model, num_workers=0, batch_size=batch_size, device=device, mode="clean", verbose=False)
+
+
+def fid_from_features(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
+    """clean-fid's Fréchet distance of two Inception feature sets (its own mean/covariance code)."""
+    from cleanfid import fid as cfid
+
+    return float(cfid.fid_from_feats(feats_a, feats_b))
+
+
 def compute_fid(x_hat: ImageBatch, x_ref: ImageBatch, device: torch.device | str = "cpu", batch_size: int = 32) -> float:
     """clean-fid FID ('clean' mode) between two image sets, both saved as 8-bit PNGs first.
 
     Follows the paper's protocol: reconstructions against the ground truth of the same test set.
+    The same computation as clean-fid's `compute_fid(folder_a, folder_b)` (folder features, then
+    its Fréchet distance), split in two so that features can come from shards.
     Raises UserError when the Inception weights are unavailable (check `inception_available`).
     """
-    from cleanfid import fid as cfid
-
-    path, why = find_inception()
-    if path is None:
-        raise UserError(f"FID unavailable: {why}")
-    device = torch.device(device)
-    key = f"{path}:{device}"
-    if key not in _INCEPTION_MODELS:
-        _INCEPTION_MODELS[key] = _CleanFIDInception(path).to(device)
-    model = _INCEPTION_MODELS[key]
-    with tempfile.TemporaryDirectory(prefix="diracbench-fid-") as tmp:
-        _write_pngs(as_image_tensor(x_hat, "cpu", "x_hat"), Path(tmp) / "a")
-        _write_pngs(as_image_tensor(x_ref, "cpu", "x_ref"), Path(tmp) / "b")
-        with torch.no_grad():
-            score = cfid.compute_fid(
-                str(Path(tmp) / "a"), str(Path(tmp) / "b"), mode="clean", custom_feat_extractor=model,
-                num_workers=0, batch_size=batch_size, device=device, verbose=False, use_dataparallel=False,
-            )
-    return float(score)
+    return fid_from_features(inception_features(x_hat, device, batch_size), inception_features(x_ref, device, batch_size))

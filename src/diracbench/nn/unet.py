@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from diracbench.errors import UserError
 
@@ -213,6 +214,15 @@ class UNet(nn.Module):
                 self.dec[f"{res}_block{idx}"] = ResBlock(cin, cout, attention=attn, **block)
         self.out_norm = group_norm(cout)
         self.out_conv = _xavier(nn.Conv2d(cout, out_channels, 3, padding=1), gain=1e-5)
+        # Activation checkpointing of the residual blocks (an execution setting, not part of the
+        # weights): backward recomputes each block's forward instead of keeping its activations.
+        self.checkpoint_blocks = False
+
+    def _block(self, layer: nn.Module, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        if self.checkpoint_blocks and torch.is_grad_enabled():
+            # Non-reentrant: works under DDP and replays dropout's RNG (preserve_rng_state).
+            return checkpoint(layer, x, emb, use_reentrant=False)
+        return layer(x, emb)
 
     def forward(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         emb = F.silu(self.map1(F.silu(self.map0(self.map_noise(label.reshape(-1))))))
@@ -222,7 +232,7 @@ class UNet(nn.Module):
             if name.endswith("_conv"):
                 x = layer(x)
             else:
-                x = layer(x, emb)
+                x = self._block(layer, x, emb)
                 if name.endswith("_down") and name in self.aux:
                     aux = self.aux[name](aux)
                     x = aux = (x + aux) * math.sqrt(0.5)
@@ -230,7 +240,7 @@ class UNet(nn.Module):
         for layer in self.dec.values():
             if x.shape[1] != layer.in_channels:
                 x = torch.cat([x, skips.pop()], dim=1)
-            x = layer(x, emb)
+            x = self._block(layer, x, emb)
         return self.out_conv(F.silu(self.out_norm(x)))
 
 

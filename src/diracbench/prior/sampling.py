@@ -19,6 +19,7 @@ import torch
 
 from diracbench.errors import UserError
 from diracbench.methods.base import TRAJECTORY_COLUMNS, Problem, RunContext
+from diracbench.metrics.image_quality import data_consistency, psnr
 from diracbench.prior import PRIOR_FORMATS, PriorModel, load_prior
 from diracbench.prior.schedule import DDPMSchedule
 
@@ -111,14 +112,13 @@ class TrajectoryLog:
         x01 = ((x0_pm.detach().float() + 1.0) / 2.0).clamp(0.0, 1.0)
         y01 = self.problem.y[idx]
         ref = self.problem.x[idx].clamp(0.0, 1.0)
-        dc = (y01 - self.problem.operator.forward(x01)).square().flatten(1).mean(1)
-        mse = (x01 - ref).square().flatten(1).mean(1).clamp_min(1e-12)
-        psnr = 10.0 * torch.log10(1.0 / mse)
+        dc = data_consistency(y01, x01, self.problem.operator)
+        psnr_values = psnr(x01, ref)
         lp = [math.nan] * len(images)
         if self._lpips is not None and (last or step % self.settings.lpips_every == 0):
             lp = self._lpips(x01, ref).tolist()
         for j, i in enumerate(images):
-            self.rows.append({"image": int(i), "name": self.problem.names[int(i)], "step": step, "t": t_model / self.T, "nfe": nfe, "dc": float(dc[j]), "psnr": float(psnr[j]), "lpips": lp[j]})
+            self.rows.append({"image": int(i), "name": self.problem.names[int(i)], "step": step, "t": t_model / self.T, "nfe": nfe, "dc": float(dc[j]), "psnr": float(psnr_values[j]), "lpips": lp[j]})
         self.seconds += time.perf_counter() - start
 
     def frame(self) -> pd.DataFrame:

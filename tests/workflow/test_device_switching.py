@@ -12,7 +12,7 @@ from test_presets import lay_out_fake_inputs
 
 pytestmark = pytest.mark.workflow
 
-GPU_RULES = {"train_dirac", "tune_dirac", "sample_dirac", "tune_dps", "sample_dps", "tune_ddrm", "sample_ddrm"}
+GPU_RULES = {"train_dirac", "tune_dirac", "sample_dirac", "tune_method_torch", "sample_method_torch"}  # the torch pair runs DPS and DDRM
 
 
 def commands_by_rule(dry_run_output: str) -> dict[str, list[str]]:
