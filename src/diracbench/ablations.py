@@ -212,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from diracbench.io import OutputSet
     from diracbench.methods.base import RunContext, load_problem
     from diracbench.runtime import configure_threads, resolve_device
-    from diracbench.train import parse_inputs
+    from diracbench.cli import parse_inputs
 
     configure_threads(args.threads)
     device = resolve_device(args.device)
