@@ -38,6 +38,8 @@ def test_counter_counts_outermost_calls_and_backward_passes():
 
 def _spec(tmp, inputs, variant_overrides=None):
     (tmp / "chosen.yaml").write_text(yaml.safe_dump({"po": {"t_stop": 0.5}, "do": {"t_stop": 0.5}}))
+    # The tuning's grid.csv beside it: the sample path checks chosen values against it.
+    (tmp / "grid.csv").write_text("variant,t,chosen\npo,1.0,False\npo,0.5,True\ndo,1.0,False\ndo,0.5,True\n")
     hparams = {**VARIANT, **RUN, "variant": "po", "lpips_every": 2, **(variant_overrides or {})}
     return {
         "method": "dirac-po", "settings": {"max_images": None, "seed": 0, "hparams": hparams},
