@@ -20,7 +20,8 @@ def commands_by_rule(dry_run_output: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for block in re.split(r"\n(?=(?:local)?rule )", dry_run_output):
         m = re.match(r"(?:local)?rule (\S+):", block)
-        cmd = re.search(r"^(?:Shell command:)?\s*(python -m diracbench\S* .*)$", block, re.M)
+        # Training commands pick their launcher first (python, or torchrun for several processes).
+        cmd = re.search(r"^(?:Shell command:)?\s*((?:if \[.*?fi; \$launch|python) -m diracbench\S* .*)$", block, re.M)
         if m and cmd:
             out.setdefault(m.group(1), []).append(cmd.group(1))
     return out
