@@ -37,16 +37,23 @@ def parse_settings(text: str) -> dict[str, Any]:
     return data
 
 
-def parse_inputs(items: list[str]) -> dict[str, Path]:
-    """`--input NAME=PATH` items -> {name: path}; each file must exist."""
+def parse_named_paths(items: list[str], option: str) -> dict[str, Path]:
+    """`--option NAME=PATH` items -> {name: path} (outputs: the files need not exist yet)."""
     out = {}
     for item in items:
-        if "=" not in item:
-            raise UserError(f"--input {item!r}: expected name=path")
-        name, path = item.split("=", 1)
-        if not Path(path).is_file():
-            raise UserError(f"--input {name}={path}: no such file; run the rule that makes it first")
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise UserError(f"{option} {item!r}: expected NAME=PATH")
         out[name] = Path(path)
+    return out
+
+
+def parse_inputs(items: list[str]) -> dict[str, Path]:
+    """`--input NAME=PATH` items -> {name: path}; each file must exist."""
+    out = parse_named_paths(items, "--input")
+    for name, path in out.items():
+        if not path.is_file():
+            raise UserError(f"--input {name}={path}: no such file; run the rule that makes it first")
     return out
 
 

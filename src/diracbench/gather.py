@@ -29,12 +29,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--trajectory", required=True, type=Path)
     parser.add_argument("--extra-out", action="append", default=[], metavar="NAME=PATH")
     args = parser.parse_args(argv)
-    extra_out = {}
-    for item in args.extra_out:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise UserError(f"--extra-out {item!r}: expected NAME=PATH")
-        extra_out[name] = Path(path)
+    extra_out = cli.parse_named_paths(args.extra_out, "--extra-out")
     shards = [(path, read_npz(path, required=("x_hat", "names", "nfe", "seconds", "images"), producer="`python -m diracbench.sample --shard K/N`")) for path in args.shards]
     shards.sort(key=lambda item: (int(item[1]["images"][0]), int(item[1]["images"][1])))
     totals = {int(a["images"][2]) for _, a in shards}

@@ -121,12 +121,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     device = resolve_device(args.device)
     s = args.settings
     method = load_method(args.method)
-    extra_out = {}
-    for item in args.extra_out:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise UserError(f"--extra-out {item!r}: expected NAME=PATH")
-        extra_out[name] = Path(path)
+    extra_out = cli.parse_named_paths(args.extra_out, "--extra-out")
     problem = load_problem(args.operator, args.measurements, args.split, device).subset(s.get("max_images"))
     hparams = {**s.get("hparams", {}), **read_tuned(args.tuned, s.get("hparams", {}))}
     ctx = RunContext(device=device, threads=args.threads, seed=int(s.get("seed", 0)), inputs=cli.parse_inputs(args.input))
