@@ -147,6 +147,21 @@ def test_preset_plans_scale_with_images_and_nfe_and_shard_dps():
     assert jobs["train_dirac[ffhq/deblur/dt0]"].images == 225000 * 32
 
 
+def test_data_parallel_training_divides_the_walltime_not_the_device_hours():
+    cfg = _config("workflow/presets/paper-ffhq.yaml")
+    cfg["cluster"] = {**cfg["cluster"], "max_walltime_min": 10**6}  # no resumes: compare one walltime
+    one, four = copy.deepcopy(cfg), copy.deepcopy(cfg)
+    one["training"]["execution"] = {**cfg["training"]["execution"], "processes": 1}
+    four["training"]["execution"] = {**cfg["training"]["execution"], "processes": 4}
+    name = "train_dirac[ffhq/deblur/dt0]"
+    a = {j.name: j for j in planner.plan(one, counter=_fake_counter, strict=False)}[name]
+    b = {j.name: j for j in planner.plan(four, counter=_fake_counter, strict=False)}[name]
+    assert b.hours == pytest.approx(a.hours)  # the same GPU-hours, spread over 4 GPUs
+    startup = planner.cluster_settings(cfg)["startup_min"]
+    assert b.walltime_min - startup == pytest.approx((a.walltime_min - startup) / 4)
+    assert b.micro_batch <= 8 and b.processes == 4  # each GPU holds its quarter of the batch of 32
+
+
 def test_a_walltime_too_short_for_any_sharding_names_the_setting():
     cfg = _config("workflow/presets/paper-ffhq.yaml")
     cfg["cluster"] = {**cfg["cluster"], "max_walltime_min": 8, "shard_size": {"dps": "auto"}}  # one batch: 3.3 min x 1.5 + 5

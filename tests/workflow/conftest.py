@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from smk import copy_workflow, snakemake  # noqa: E402
+from smk import TWO_JOBS_AT_ONCE, copy_workflow, snakemake  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -16,5 +16,5 @@ def tiny_run(tmp_path_factory):
     """The tiny configuration run to completion once: (copy of the workflow, its tiny config)."""
     root = copy_workflow(tmp_path_factory.mktemp("tiny"))
     config = root / "tests" / "configs" / "tiny.yaml"
-    snakemake("--cores", "2", workdir=root, config=config, snakefile=root / "Snakefile", timeout=1500)
+    snakemake(*TWO_JOBS_AT_ONCE, workdir=root, config=config, snakefile=root / "Snakefile", timeout=1500)
     return root, config

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from smk import copy_workflow, planned_jobs, snakemake
+from smk import TWO_JOBS_AT_ONCE, copy_workflow, planned_jobs, snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -59,10 +59,10 @@ def test_a_new_method_module_and_config_entry_reach_the_table(tmp_path):
 
     dry = snakemake("-n", "results/tables/photos.md", workdir=root, config=config_path, snakefile=root / "Snakefile")
     planned = {(rule, wc.get("method")) for rule, wc in planned_jobs(dry.stdout)}
-    assert {("tune_method_torch", "adjoint"), ("sample_method_torch", "adjoint"), ("metrics", "adjoint"), ("tables", None)} <= planned
+    assert {("tune_method_torch", "adjoint"), ("sample_method_torch", "adjoint"), ("gather_method", "adjoint"), ("metrics", "adjoint"), ("tables", None)} <= planned
     assert not any(rule.startswith("train") for rule, _ in planned)  # the toy method needs no model
 
-    snakemake("--cores", "2", "results/tables/photos.md", workdir=root, config=config_path, snakefile=root / "Snakefile", timeout=1200)
+    snakemake(*TWO_JOBS_AT_ONCE, "results/tables/photos.md", workdir=root, config=config_path, snakefile=root / "Snakefile", timeout=1200)
     table = (root / "results" / "tables" / "photos.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| Adjoint A^T y |")]
     assert len(rows) == 1, table

@@ -22,7 +22,8 @@ def expected_dps_jobs() -> Counter:
     jobs = Counter()
     for task in TASKS:
         jobs[("tune_method_torch", "dps", task)] += 1  # wildcards in name order: method, task
-        jobs[("sample_method_torch", "dps", task)] += 1
+        jobs[("sample_method_torch", "dps", "0", "1", task)] += 1  # method, shard, shards, task: one shard
+        jobs[("gather_method", "dps", task)] += 1
         jobs[("metrics", "dps", task)] += 1  # wildcards in name order: method, task
         for name in DPS_FIGURES:
             jobs[("figure", name, task)] += 1
@@ -107,7 +108,7 @@ def test_trainer_edit_reruns_no_baseline_for_its_code(tiny_run, relpath):
     # The trainer's own jobs rerun because their code changed.
     assert rules["train_prior"] == 1 and rules["train_dirac"] == 3, out[-4000:]
     for rule, wc, reason in jobs:
-        if rule.startswith(("tune_method", "sample_method")):
+        if rule.startswith(("tune_method", "sample_method", "gather_method")):
             # DPS and DDRM follow the retrained prior (an input), never the trainer's source;
             # PnP-ADMM and ADMM-TV do not rerun at all.
             assert wc["method"] in ("dps", "ddrm"), (rule, wc, reason)
@@ -122,3 +123,12 @@ def test_figures_edit_reruns_only_figures(tiny_run):
     assert rules == {"figure", "figure_schedules", "folder_provenance", "all"}, jobs
     assert jobs[("folder_provenance", "figures")] == 1 and ("folder_provenance", "tables") not in jobs
     assert sum(n for key, n in jobs.items() if key[0] == "figure") == 10
+
+
+@pytest.mark.parametrize("override", ["offline=True", "device=cpu"])
+def test_execution_settings_rerun_nothing(tiny_run, override):
+    """How and where jobs run (the SLURM profile sets offline=True) is no rerun trigger, not even
+    for the folder provenance records, whose settings are the whole config."""
+    root, config = tiny_run
+    out = snakemake("-n", "--config", override, workdir=root, config=config, snakefile=root / "Snakefile").stdout
+    assert "Nothing to be done" in out, out[-3000:]

@@ -7,8 +7,8 @@ starts a one-node cluster (tests/workflow/slurm_cluster.py), runs the default ta
         --profile tests/profiles/slurm-ci --configfile tests/configs/tiny.yaml \
         --replace-workflow-config --verbose
 
-in a fresh working directory (the tiny config with one Dirac model trained by 2 processes:
-torchrun, gloo), and checks: the 2-process job asked for 2 GPUs and ran 2 ranks, every output exists, every job was submitted through
+in a fresh working directory (the tiny config for the deblurring task, whose DAG has a job of
+every rule, with its Dirac model trained by 2 processes: torchrun, gloo), and checks: the 2-process job asked for 2 GPUs and ran 2 ranks, every output exists, every job was submitted through
 sbatch with the test site profile's partition, every job of a GPU rule (resources gpu>0 or a
 gpu gres) asked Slurm for a GPU and no other job did, and a second run does nothing.
 
@@ -60,12 +60,22 @@ def snakemake(workdir: Path, *args: str, config: Path = TINY_CONFIG) -> list[str
     ]  # fmt: skip
 
 
-def ddp_config(path: Path) -> Path:
-    """The tiny config with one model (deblur's Dirac model) trained by two processes (gloo)."""
+def ddp_config(path: Path, task: str = "deblur") -> Path:
+    """The tiny config for one task (deblur: every rule of the DAG, at half the jobs of both tasks,
+    since each Slurm job pays Snakemake's start-up), its Dirac model trained by two processes (gloo)."""
     import yaml
 
     cfg = yaml.safe_load(TINY_CONFIG.read_text())
-    task = next(iter(cfg["dirac"]["tasks"]))
+    others = set(cfg["tasks"]) - {task}
+
+    def keep_one_task(node: object) -> None:
+        if isinstance(node, dict):
+            for other in [k for k in node if k in others]:
+                del node[other]
+            for value in node.values():
+                keep_one_task(value)
+
+    keep_one_task(cfg)
     cfg["dirac"]["tasks"][task]["training"] = {"execution": {**cfg["training"]["execution"], "processes": 2}}
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path

@@ -104,6 +104,20 @@ def settings(build):
     return params
 
 
+# Top-level keys that say how and where jobs run, never what they compute. A rule whose params
+# are "the whole config" leaves them out, or running under the SLURM profile (offline=True) or on
+# another device would mark its output stale.
+EXECUTION_KEYS = ("device", "offline", "cluster", "bench")
+
+
+def science_config():
+    """The config without execution settings (EXECUTION_KEYS, training.execution)."""
+    out = {k: v for k, v in config.items() if k not in EXECUTION_KEYS}
+    if isinstance(out.get("training"), dict):
+        out["training"] = {k: v for k, v in out["training"].items() if k != "execution"}
+    return out
+
+
 # Plumbing that cannot change a number (command lines, error types, progress bars, provenance
 # records): left out of `code=` inputs, so editing it reruns nothing.
 PLUMBING = ("diracbench.cli", "diracbench.errors", "diracbench.progress", "diracbench.provenance")
@@ -148,3 +162,6 @@ def log(rule_name, pattern):
 
 def bench(rule_name, pattern):
     return f"results/benchmarks/{rule_name}/{pattern}.tsv"
+
+
+include: "plan_common.smk"

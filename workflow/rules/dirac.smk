@@ -3,7 +3,8 @@
 # results/<ds>/<task>/schedule/{schedule.csv,iterations.csv,schedule.png,schedule.pdf}   (schedule)
 # results/<ds>/<task>/models/dirac-dt<dt>/{weights.pt,train_log.csv}                      (train_dirac)
 # results/<ds>/<task>/dirac/tuning/{chosen.yaml,grid.csv,trajectory.csv}                  (tune_dirac)
-# results/<ds>/<task>/dirac-<po|do>/recon/{test.npz,trajectory.csv,posterior_samples.npz} (sample_dirac)
+# results/<ds>/<task>/dirac-<po|do>/recon/shards/test-<k>-of-<n>.npz                     (sample_dirac: shard k)
+# results/<ds>/<task>/dirac-<po|do>/recon/{test.npz,trajectory.csv,posterior_samples.npz} (gather_dirac)
 
 include: "dirac_common.smk"
 
@@ -38,8 +39,8 @@ rule schedule:
         "../../envs/torch.yaml"
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=planned("schedule", "mem_mb", 4000),
+        runtime=planned("schedule", "runtime", 30),
     shell:
         "python -m diracbench.schedule --settings {params.settings:q} --train {input.train:q} "
         "--operator {input.operator:q} {params.file} --out-dir {params.out_dir:q} --threads {threads} > {log:q} 2>&1"
@@ -72,7 +73,7 @@ rule train_dirac:
         # Execution settings (training.execution) travel as resources: changing them never
         # reruns a finished model. mem_mb covers the resume state (training_common.smk).
         mem_mb=lambda w, input: train_mem_mb("dirac", dirac_training(w), config["datasets"][w.dataset]["image_size"], dirac_execution(w), input.size_mb),
-        runtime=240,
+        runtime=planned("train_dirac", "runtime", 240),
         gpu=lambda w: dirac_execution(w)["processes"],
         train_procs=lambda w: dirac_execution(w)["processes"],
         micro_batch=lambda w: dirac_execution(w)["micro_batch"],
@@ -122,8 +123,8 @@ rule tune_dirac:
         "../../envs/torch.yaml"
     threads: 2
     resources:
-        mem_mb=6000,
-        runtime=120,
+        mem_mb=planned("tune_dirac", "mem_mb", 6000),
+        runtime=planned("tune_dirac", "runtime", 120),
         gpu=1,
     shell:
         "python -m diracbench.tune --method dirac-po --settings {params.settings:q} "
@@ -141,34 +142,64 @@ rule sample_dirac:
         chosen=rules.tune_dirac.output.chosen,
         code=code("sample", *method_modules(DIRAC_METHODS)),
     output:
-        recon="results/{dataset}/{task}/dirac-{variant}/recon/test.npz",
-        trajectory="results/{dataset}/{task}/dirac-{variant}/recon/trajectory.csv",
-        posterior="results/{dataset}/{task}/dirac-{variant}/recon/posterior_samples.npz",
+        shard="results/{dataset}/{task}/dirac-{variant}/recon/shards/test-{shard}-of-{shards}.npz",
     wildcard_constraints:
         variant="|".join(DIRAC_VARIANTS_ALL),
+        shard=r"\d+",
+        shards=r"\d+",
     params:
         device=gpu_device,
         settings=settings(dirac_sample_settings),
         models=dirac_model_args,
     log:
-        log("sample_dirac", "{dataset}_{task}_{variant}"),
+        log("sample_dirac", "{dataset}_{task}_{variant}.shard{shard}-of-{shards}"),
     benchmark:
-        bench("sample_dirac", "{dataset}_{task}_{variant}")
+        bench("sample_dirac", "{dataset}_{task}_{variant}.shard{shard}-of-{shards}")
     conda:
         "../../envs/torch.yaml"
     threads: 2
     resources:
-        mem_mb=6000,
-        runtime=120,
+        mem_mb=planned("sample_dirac", "mem_mb", 6000),
+        runtime=planned("sample_dirac", "runtime", 120),
         gpu=1,
     shell:
         "python -m diracbench.sample --method dirac-{wildcards.variant} --settings {params.settings:q} "
         "--operator {input.operator:q} --measurements {input.measurements:q} --tuned {input.chosen:q}:{wildcards.variant} "
-        "{params.models} --input schedule={input.schedule:q} --out {output.recon:q} --trajectory {output.trajectory:q} "
-        "--extra-out posterior_samples={output.posterior:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
+        "{params.models} --input schedule={input.schedule:q} --shard {wildcards.shard}/{wildcards.shards} "
+        "--out {output.shard:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
+
+
+# As gather_method (methods.smk), plus the posterior samples made by the shard holding image 0.
+localrules:
+    gather_dirac,
+
+
+rule gather_dirac:
+    input:
+        shards=shard_files(lambda w: f"dirac-{w.variant}"),
+        code=code("gather"),
+    output:
+        recon="results/{dataset}/{task}/dirac-{variant}/recon/test.npz",
+        trajectory="results/{dataset}/{task}/dirac-{variant}/recon/trajectory.csv",
+        posterior="results/{dataset}/{task}/dirac-{variant}/recon/posterior_samples.npz",
+    wildcard_constraints:
+        variant="|".join(DIRAC_VARIANTS_ALL),
+    log:
+        log("gather_dirac", "{dataset}_{task}_{variant}"),
+    benchmark:
+        bench("gather_dirac", "{dataset}_{task}_{variant}")
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "python -m diracbench.gather --shards {input.shards:q} --out {output.recon:q} --trajectory {output.trajectory:q} "
+        "--extra-out posterior_samples={output.posterior:q} > {log:q} 2>&1"
 
 
 FINAL_TARGETS.extend(
     expand(rules.schedule.output.png, dataset=DATASETS, task=TASKS)
-    + expand(rules.sample_dirac.output.recon, dataset=DATASETS, task=TASKS, variant=DIRAC_VARIANTS)
+    + expand(rules.gather_dirac.output.recon, dataset=DATASETS, task=TASKS, variant=DIRAC_VARIANTS)
 )

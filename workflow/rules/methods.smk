@@ -1,13 +1,20 @@
 # Every registered method with `rules: generic` (DPS, DDRM, PnP-ADMM, ADMM-TV, and any method
-# added by a module with METHOD_SPECS): one tuning and one sampling rule, per environment.
+# added by a module with METHOD_SPECS): one tuning rule and one sampling rule per environment, and
+# one gather step.
 #
-# results/<ds>/<task>/<method>/tuning/{chosen.yaml,grid.csv}     (tune_method_<env>: val split)
-# results/<ds>/<task>/<method>/recon/{test.npz,trajectory.csv}   (sample_method_<env>: test split)
-# results/logs/{tune,sample}_<method>/<ds>_<task>.log, results/benchmarks/{tune,sample}_<method>/...
+# results/<ds>/<task>/<method>/tuning/{chosen.yaml,grid.csv}          (tune_method_<env>: val split)
+# results/<ds>/<task>/<method>/recon/shards/test-<k>-of-<n>.npz       (sample_method_<env>: shard k)
+# results/<ds>/<task>/<method>/recon/{test.npz,trajectory.csv}        (gather_method: the n shards)
+# results/logs/{tune,sample,gather}_<method>/<ds>_<task>[.shard<k>-of-<n>].log, and the same
+# under results/benchmarks/
 #
+# The test split is sampled in n shards (whole batches; n from the planner and cluster.shard_size,
+# 1 unless a job would not fit the walltime), each its own job that keeps its finished batches
+# for a retry; gather_method joins them into exactly the files an unsharded run writes.
 # The torch pair is written once; the scico pair (`use rule ... with:`) changes only what differs
 # between environments: the conda environment, the method names it takes, and its resources (no
-# GPU). Inputs, settings, resources and code come from the method's registry entry.
+# GPU). Inputs, settings, resources and code come from the method's registry entry; runtime and
+# mem_mb also from the planner (plan_common.smk).
 
 include: "methods_common.smk"
 
@@ -35,8 +42,8 @@ rule tune_method_torch:
         "../../envs/torch.yaml"
     threads: 2
     resources:
-        mem_mb=method_resource("tune", "mem_mb"),
-        runtime=method_resource("tune", "runtime"),
+        mem_mb=planned(lambda w: f"tune_{w.method}", "mem_mb", method_resource("tune", "mem_mb")),
+        runtime=planned(lambda w: f"tune_{w.method}", "runtime", method_resource("tune", "runtime")),
         gpu=lambda w: int(METHOD_SPECS[w.method].gpu),
     shell:
         "python -m diracbench.tune --method {wildcards.method} --settings {params.settings:q} "
@@ -53,30 +60,60 @@ rule sample_method_torch:
         chosen="results/{dataset}/{task}/{method}/tuning/chosen.yaml",
         code=method_code("sample"),
     output:
-        recon="results/{dataset}/{task}/{method}/recon/test.npz",
-        trajectory="results/{dataset}/{task}/{method}/recon/trajectory.csv",
+        shard=SHARD_FILE,
     wildcard_constraints:
         method=methods_in_env("torch"),
+        shard=r"\d+",
+        shards=r"\d+",
     params:
         settings=settings(lambda w: method_settings(w.method, "test", w)),
         inputs=method_input_args,
         device=method_device,
     log:
-        log("sample_{method}", "{dataset}_{task}"),
+        log("sample_{method}", "{dataset}_{task}.shard{shard}-of-{shards}"),
     benchmark:
-        bench("sample_{method}", "{dataset}_{task}")
+        bench("sample_{method}", "{dataset}_{task}.shard{shard}-of-{shards}")
     conda:
         "../../envs/torch.yaml"
     threads: 2
     resources:
-        mem_mb=method_resource("sample", "mem_mb"),
-        runtime=method_resource("sample", "runtime"),
+        mem_mb=planned(lambda w: f"sample_{w.method}", "mem_mb", method_resource("sample", "mem_mb")),
+        runtime=planned(lambda w: f"sample_{w.method}", "runtime", method_resource("sample", "runtime")),
         gpu=lambda w: int(METHOD_SPECS[w.method].gpu),
     shell:
         "python -m diracbench.sample --method {wildcards.method} --settings {params.settings:q} "
         "--operator {input.operator:q} --measurements {input.measurements:q} --tuned {input.chosen:q} {params.inputs} "
-        "--out {output.recon:q} --trajectory {output.trajectory:q} --device {params.device:q} "
+        "--shard {wildcards.shard}/{wildcards.shards} --out {output.shard:q} --device {params.device:q} "
         "--threads {threads} > {log:q} 2>&1"
+
+
+# Joining shards is cheap file work: it runs where Snakemake runs, never as a cluster job.
+localrules:
+    gather_method,
+
+
+rule gather_method:
+    input:
+        shards=shard_files(lambda w: w.method),
+        code=code("gather"),
+    output:
+        recon="results/{dataset}/{task}/{method}/recon/test.npz",
+        trajectory="results/{dataset}/{task}/{method}/recon/trajectory.csv",
+    wildcard_constraints:
+        method="|".join(map(re.escape, GENERIC_METHODS)) or "(?!)",
+    log:
+        log("gather_{method}", "{dataset}_{task}"),
+    benchmark:
+        bench("gather_{method}", "{dataset}_{task}")
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "python -m diracbench.gather --shards {input.shards:q} --out {output.recon:q} "
+        "--trajectory {output.trajectory:q} > {log:q} 2>&1"
 
 
 # JAX/scico methods: same jobs, their own environment, CPU resources (no gpu request).
@@ -86,18 +123,20 @@ use rule tune_method_torch as tune_method_scico with:
     conda:
         "../../envs/scico.yaml"
     resources:
-        mem_mb=method_resource("tune", "mem_mb"),
-        runtime=method_resource("tune", "runtime"),
+        mem_mb=planned(lambda w: f"tune_{w.method}", "mem_mb", method_resource("tune", "mem_mb")),
+        runtime=planned(lambda w: f"tune_{w.method}", "runtime", method_resource("tune", "runtime")),
 
 
 use rule sample_method_torch as sample_method_scico with:
     wildcard_constraints:
         method=methods_in_env("scico"),
+        shard=r"\d+",
+        shards=r"\d+",
     conda:
         "../../envs/scico.yaml"
     resources:
-        mem_mb=method_resource("sample", "mem_mb"),
-        runtime=method_resource("sample", "runtime"),
+        mem_mb=planned(lambda w: f"sample_{w.method}", "mem_mb", method_resource("sample", "mem_mb")),
+        runtime=planned(lambda w: f"sample_{w.method}", "runtime", method_resource("sample", "runtime")),
 
 
 FINAL_TARGETS.extend(

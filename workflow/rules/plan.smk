@@ -2,22 +2,8 @@
 #
 #   snakemake --cores 1 plan        -> results/plan.csv (one row per job) and results/plan.md
 #
-# Not part of `all`. At every DAG build this file also asks the planner whether each job fits the
-# `cluster:` section's walltime (sharded where it can be) and stops with one line naming the
-# setting to change if not. Network FLOP/memory counts are cached (~/.cache/diracbench, or
-# $DIRACBENCH_PLAN_CACHE; '' disables), so only the first DAG build of a new network imports torch.
-from diracbench import plan as planner
-
-# The planner reads method sections by name; give it every configured method's section with its
-# registry defaults filled in (a config may leave a section out).
-PLAN_CONFIG = {**config, **METHOD_CONFIG}
-
-try:
-    planner.check(PLAN_CONFIG)
-except UserError as err:
-    raise WorkflowError(str(err)) from None
-
-
+# Not part of `all`. The walltime check at every DAG build, and the planned resources and shards
+# of the rules, are in plan_common.smk.
 rule plan:
     input:
         code=code("plan.__main__"),

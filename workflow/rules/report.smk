@@ -43,8 +43,8 @@ rule metrics:
     # of them side by side on two cores finish sooner than one with two threads.
     threads: 1
     resources:
-        mem_mb=6000,
-        runtime=30,
+        mem_mb=planned("metrics", "mem_mb", 6000),
+        runtime=planned("metrics", "runtime", 30),
     shell:
         "python -m diracbench.metrics --settings {params.settings:q} --task-dir {params.task_dir:q} {params.recon} "
         "--out-dir {params.out_dir:q} --threads {threads} > {log:q} 2>&1"
@@ -166,7 +166,7 @@ rule folder_provenance:
     wildcard_constraints:
         folder="tables|figures",
     params:
-        settings=settings(lambda w: config),
+        settings=settings(lambda w: science_config()),
     log:
         log("folder_provenance", "{folder}"),
     benchmark:

@@ -22,7 +22,7 @@ from diracbench.plan import cluster_settings, plan, summary
 from diracbench.plan.jobs import Job
 
 CSV_COLUMNS = ["job", "rule", "dataset", "task", "tag", "device", "threads", "network", "params", "gflop_per_image_nfe", "act_mib_per_image", "peak_mib_per_image", "fixed_mib", "nfe_per_image", "images",
-               "batch_size", "micro_batch", "memory_gib", "tflop", "hours", "batches", "shards", "walltime_min", "restarts", "host_mem_mb", "note"]
+               "batch_size", "micro_batch", "memory_gib", "tflop", "hours", "batches", "shards", "walltime_min", "restarts", "host_mem_mb", "processes", "note"]
 
 
 def merge(base: dict, update: dict) -> dict:

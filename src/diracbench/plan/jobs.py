@@ -45,6 +45,7 @@ SHARDABLE = ("dirac-po", "dirac-do", "dps", "ddrm", "pnp-admm", "admm-tv")
 DECODE_IMAGES_PER_S_PER_THREAD = 50.0  # PNG/JPEG decode + resize + hash of a 256 px image
 CPU_THREADS = {"prepare_data": 2, "schedule": 2, "tune_pnp-admm": 2, "sample_pnp-admm": 2, "tune_admm-tv": 2, "sample_admm-tv": 2, "metrics": 1}
 HOST_BASE_MB = 3000  # Python, torch/JAX, CUDA context on the host
+STREAMING_WINDOW_MB = 1000  # prepare_data streams images to disk: a bounded window of decoded images, whatever the split size
 
 Counter = Callable[[dict, tuple, bool], dict]
 
@@ -79,6 +80,7 @@ class Job:
     walltime_min: float = 0.0  # per shard, margin and start-up included
     restarts: int = 0  # training jobs longer than the walltime resume this many times
     host_mem_mb: int = HOST_BASE_MB
+    processes: int = 1  # data-parallel training processes (one GPU each): wall time is hours / processes
     note: str = ""
 
     @property
@@ -201,7 +203,7 @@ def build_jobs(config: dict, counter: Counter) -> list[Job]:
         largest = max(v or 0 for v in sizes.values())
         known = sum(v or 0 for v in sizes.values())
         jobs.append(Job("prepare_data", ds, device="cpu", threads=CPU_THREADS["prepare_data"], images=known, hours=known / (DECODE_IMAGES_PER_S_PER_THREAD * CPU_THREADS["prepare_data"]) / 3600,
-                        host_mem_mb=HOST_BASE_MB + int(largest * px / 2**20), note="" if all(sizes.values()) else "some split sizes are known only after reading the data"))
+                        host_mem_mb=HOST_BASE_MB + STREAMING_WINDOW_MB, note="" if all(sizes.values()) else "some split sizes are known only after reading the data"))
         if ds not in config["prior"]["pretrained"] and any(m in methods for m in ("dps", "ddrm")):
             spec = prior_network(config, ds)
             jobs.append(_train_job(config, counter, "train_prior", ds, "", "", spec, config["training"]))
@@ -221,7 +223,8 @@ def _train_job(config: dict, counter: Counter, rule: str, ds: str, task: str, ta
     # fp32 weights, gradients and Adam's two moments (+ an EMA copy): 16 (20) bytes per parameter.
     state = params * (20 if training.get("ema_decay") else 16)
     steps, batch = int(training["steps"]), int(training["batch_size"])
-    return Job(rule, ds, task, tag, network=_net_label(spec), params=params, gflop_per_image_nfe=f["flops"] / 1e9, act_mib_per_image=f["saved_bytes"] / 2**20,
+    processes = int((training.get("execution") or {}).get("processes", 1))
+    return Job(rule, ds, task, tag, processes=processes, network=_net_label(spec), params=params, gflop_per_image_nfe=f["flops"] / 1e9, act_mib_per_image=f["saved_bytes"] / 2**20,
                peak_mib_per_image=f["peak_bytes"] / 2**20, fixed_mib=(state + f["fixed_bytes"]) / 2**20, nfe_per_image=1, images=steps * batch, batch_size=batch,
                host_mem_mb=HOST_BASE_MB + int(3 * state / 2**20), note=f"{steps} steps x batch {batch}" + (", bf16 autocast" if bf16 else ""))
 
@@ -354,14 +357,16 @@ def _finish(job: Job, cluster: dict, gpu_kind: str) -> None:
         per = max(job.peak_mib_per_image, 1e-3) * 2**20
         job.micro_batch = max(0, int((usable - job.fixed_mib * 2**20) // per))
         if job.batch_size:
-            job.micro_batch = min(job.micro_batch, job.batch_size)
+            # Data-parallel training splits the global batch: each device holds its share.
+            job.micro_batch = min(job.micro_batch, -(-job.batch_size // job.processes))
         job.memory_gib = (job.fixed_mib * 2**20 + max(job.micro_batch, 1) * per) / 2**30
     else:
         rate = cluster["cpu_gflops_per_thread"] * 1e9 * job.threads
     job.hours = max(job.hours, job.tflop * 1e12 / rate / 3600)
     if job.batch_size and job.images:
         job.batches = int(job.images // job.batch_size) if job.rule.startswith("train") else math.ceil(job.images / job.batch_size)
-    job.walltime_min = walltime(job.hours, cluster)
+    # hours are device-hours; N data-parallel processes (one device each) finish in 1/N of the time.
+    job.walltime_min = walltime(job.hours / job.processes, cluster)
     if job.rule.startswith("train") and job.walltime_min > cluster["max_walltime_min"]:
         # Training saves its state and exits before the walltime; a retry resumes (see README).
         job.restarts = math.ceil(job.walltime_min / cluster["max_walltime_min"]) - 1

@@ -1,0 +1,74 @@
+# Planned resources and shards (diracbench.plan), shared by every rule file.
+#
+# At every DAG build the planner checks that each job fits the `cluster:` section's walltime
+# (sharded where it can be) and stops with one line naming the setting to change if not. Network
+# FLOP/memory counts are cached (~/.cache/diracbench, or $DIRACBENCH_PLAN_CACHE; '' disables), so
+# only the first DAG build of a new network imports torch.
+from diracbench import plan as planner
+
+# The planner reads method sections by name; give it every configured method's section with its
+# registry defaults filled in (a config may leave a section out).
+PLAN_CONFIG = {**config, **METHOD_CONFIG}
+
+try:
+    planner.check(PLAN_CONFIG)
+except UserError as err:
+    raise WorkflowError(str(err)) from None
+
+
+def _planned_job(rule_name, wildcards):
+    """The planner's job for a rule and its wildcards; None for jobs it does not model (a method
+    added by a user's module, say), which then keep their registry or rule defaults."""
+    try:
+        return planner.resources(PLAN_CONFIG, rule_name, wildcards)
+    except planner.PlanError:
+        return None
+
+
+# The least walltime a planned job asks for: start-up, imports and JIT compilation, which the cost
+# model leaves out, take minutes on a busy node (the default's planned jobs are seconds long).
+RUNTIME_FLOOR_MIN = 10
+
+
+def planned(rule_name, key, own):
+    """A resource function: the planner's `runtime` (minutes, per shard; at least
+    RUNTIME_FLOOR_MIN) or `mem_mb` (host) of a job.
+
+    `own` (a number, or a function of the wildcards) is the rule's own figure: it stands alone for
+    jobs the planner does not model (a method added by a user's module, say), and it is the floor
+    of mem_mb, because asking for too much host memory costs little and too little kills the job.
+    `rule_name` is the planner's name (sample_dps, train_dirac, ...) or a function of the
+    wildcards giving it. A rule's threads and gpu request stay in the rule: they say how a job
+    runs, and a CPU-only config still submits its GPU rules as GPU jobs on a cluster.
+    """
+
+    def resource(wildcards):
+        name = rule_name(wildcards) if callable(rule_name) else rule_name
+        job = _planned_job(name, wildcards)
+        fallback = int(own(wildcards) if callable(own) else own)
+        if job is None:
+            return fallback
+        return max(int(job["mem_mb"]), fallback) if key == "mem_mb" else max(int(job[key]), RUNTIME_FLOOR_MIN)
+
+    return resource
+
+
+def sample_shards(method, wildcards):
+    """How many `{shard}` jobs sample a method's test split (cluster.shard_size; 1 when unsharded)."""
+    if method not in planner.SHARDABLE:
+        return 1
+    return planner.shards(PLAN_CONFIG, method, wildcards.task, wildcards.dataset)
+
+
+SHARD_FILE = "results/{dataset}/{task}/{method}/recon/shards/test-{shard}-of-{shards}.npz"
+
+
+def shard_files(method_of):
+    """The gather step's inputs: every shard file of one method's test split."""
+
+    def files(wildcards):
+        method = method_of(wildcards)
+        n = sample_shards(method, wildcards)
+        return [SHARD_FILE.format(dataset=wildcards.dataset, task=wildcards.task, method=method, shard=k, shards=n) for k in range(n)]
+
+    return files
