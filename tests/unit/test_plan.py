@@ -191,6 +191,10 @@ def test_resources_and_shards_for_rules(tmp_path):
         assert planner.shards(cfg, "dps", "deblur", "ffhq") == 8
         assert planner.resources(cfg, "sample_pnp_admm", {"dataset": "ffhq", "task": "deblur"})["gpu"] == 0
         assert planner.resources(cfg, "train_dirac", {"dataset": "ffhq", "task": "deblur", "dt": "0"})["gpu"] == 1
+        assert planner.metric_shards(cfg, "ffhq", "deblur", "dps") == 1  # 120 min fits 48 h: auto keeps one job
+        split = {**cfg, "cluster": {**cfg["cluster"], "shard_size": {**cfg["cluster"]["shard_size"], "metrics": 256}}}
+        assert planner.metric_shards(split, "ffhq", "deblur", "dps") == 4  # 1000 images, 8 batches of 32 per shard
+        assert planner.metric_shards(split, "ffhq", "deblur", "measurement") == 4
     finally:
         p._default_counter = orig
         planner._PLANS.clear()

@@ -88,3 +88,34 @@ def test_two_shards_equal_one_and_a_deleted_shard_reruns_only_itself_and_the_gat
     assert jobs == Counter({("sample_method_torch", "ddrm", "1"): 1, ("gather_method", "ddrm", None): 1}), dry.stdout[-3000:]
     run(two, *recon_targets(task))
     np.testing.assert_array_equal(read_outputs(root, task)["ddrm"]["x_hat"], unsharded["ddrm"]["x_hat"])
+
+
+def test_metrics_in_two_shards_equal_one(tiny_run, tmp_path):
+    """cluster.shard_size.metrics: two `metrics_shard` jobs and a gathering `metrics` job write the
+    same per_image.csv and aggregate.csv as one job scoring every image."""
+    source, base_config = tiny_run
+    root = tmp_path / "work"
+    shutil.copytree(source, root, symlinks=True)
+    folder = root / "results" / "photos" / "deblur" / "ddrm" / "metrics"
+    target = "results/photos/deblur/ddrm/metrics/aggregate.csv"
+
+    def config(shard_size):
+        cfg = yaml.safe_load(base_config.read_text())
+        cfg["metrics"]["batch_size"] = 2  # the 4 test images in 2 scoring batches
+        cfg["cluster"] = {"shard_size": {"metrics": shard_size}}
+        path = tmp_path / f"metrics-{shard_size}.yaml"
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        return path
+
+    def run(cfg, dry=False):
+        return snakemake(*(("-n",) if dry else TWO_JOBS_AT_ONCE), target, workdir=root, config=cfg, snakefile=root / "Snakefile")
+
+    run(config(None))
+    whole = {name: (folder / name).read_bytes() for name in ("per_image.csv", "aggregate.csv")}
+    sharded = config(2)
+    jobs = Counter((rule, wc.get("shard")) for rule, wc in planned_jobs(run(sharded, dry=True).stdout))
+    assert jobs == Counter({("metrics_shard", "0"): 1, ("metrics_shard", "1"): 1, ("metrics", None): 1}), jobs
+    run(sharded)
+    assert sorted(p.name for p in (folder / "shards").iterdir()) == ["0-of-2.npz", "1-of-2.npz"]
+    for name, content in whole.items():
+        assert (folder / name).read_bytes() == content, name

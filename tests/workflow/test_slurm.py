@@ -7,8 +7,9 @@ starts a one-node cluster (tests/workflow/slurm_cluster.py), runs the default ta
         --profile tests/profiles/slurm-ci --configfile tests/configs/tiny.yaml \
         --replace-workflow-config --verbose
 
-in a fresh working directory (the tiny config for the deblurring task, whose DAG has a job of
-every rule, with its Dirac model trained by 2 processes: torchrun, gloo), and checks: the 2-process job asked for 2 GPUs and ran 2 ranks, every output exists, every job was submitted through
+in a fresh working directory (the tiny config for the deblurring task and one method per rule
+family, a DAG with a job of every rule, its Dirac model trained by 2 processes: torchrun, gloo;
+one CPU per job), and checks: the 2-process job asked for 2 GPUs and ran 2 ranks, every output exists, every job was submitted through
 sbatch with the test site profile's partition, every job of a GPU rule (resources gpu>0 or a
 gpu gres) asked Slurm for a GPU and no other job did, and a second run does nothing.
 
@@ -60,9 +61,14 @@ def snakemake(workdir: Path, *args: str, config: Path = TINY_CONFIG) -> list[str
     ]  # fmt: skip
 
 
+# One method per rule family (sample_dirac, sample_method_torch, sample_method_scico) and one task
+# (deblur, whose greedy schedule runs a real search): a job of every rule at a third of the tiny
+# DAG's jobs, because each Slurm job pays Snakemake's start-up and a status poll.
+SLURM_METHODS = ["dirac-po", "dps", "admm-tv"]
+
+
 def ddp_config(path: Path, task: str = "deblur") -> Path:
-    """The tiny config for one task (deblur: every rule of the DAG, at half the jobs of both tasks,
-    since each Slurm job pays Snakemake's start-up), its Dirac model trained by two processes (gloo)."""
+    """The tiny config for one task and SLURM_METHODS, its Dirac model trained by two processes (gloo)."""
     import yaml
 
     cfg = yaml.safe_load(TINY_CONFIG.read_text())
@@ -76,6 +82,7 @@ def ddp_config(path: Path, task: str = "deblur") -> Path:
                 keep_one_task(value)
 
     keep_one_task(cfg)
+    cfg["methods"] = SLURM_METHODS
     cfg["dirac"]["tasks"][task]["training"] = {"execution": {**cfg["training"]["execution"], "processes": 2}}
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
@@ -282,13 +289,15 @@ def test_tiny_workflow_on_slurm(cluster: slurm_cluster.SlurmCluster, tmp_path: P
     workdir.mkdir()
     # One training job runs data-parallel: torchrun with 2 gloo ranks inside one Slurm job.
     config = ddp_config(tmp_path / "tiny-ddp.yaml")
-    # --max-threads: a rule asking for more CPUs than the one node has would never be scheduled.
+    # --max-threads 1: each job asks Slurm for one CPU, so two jobs share the node's two CPUs
+    # (the tiny jobs are mostly start-up); a rule asking for more CPUs than the node has would
+    # never be scheduled.
     cmd = snakemake(
         workdir,
         "--executor", "slurm",
         "--workflow-profile", str(WORKFLOW_PROFILE),
         "--profile", str(CI_PROFILE),
-        "--max-threads", str(cluster.cpus),
+        "--max-threads", "1",
         "--verbose",
         config=config,
     )  # fmt: skip

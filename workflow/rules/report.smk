@@ -18,21 +18,9 @@ rule metrics:
     wildcard_constraints:
         method="|".join(re.escape(m) for m in METHODS + [REFERENCE]),
     params:
-        settings=settings(
-            lambda w: {
-                "dataset": w.dataset,
-                "task": w.task,
-                "method": w.method,
-                "seed": config["seed"],
-                **{
-                    k: config["metrics"][k]
-                    for k in ("lpips_net", "lpips_upsample_below", "fid", "bootstrap_resamples", "ci_level", "batch_size")
-                },
-            }
-        ),
-        task_dir=folder_of("operator", "input"),
+        settings=settings(metrics_settings),
+        scoring=scoring_args,
         out_dir=folder_of("aggregate"),
-        recon=lambda w, input: f"--recon {shlex.quote(input.recon)}" if "recon" in input.keys() else "",
     log:
         log("metrics", "{dataset}_{task}_{method}"),
     benchmark:
@@ -46,8 +34,39 @@ rule metrics:
         mem_mb=planned("metrics", "mem_mb", 6000),
         runtime=planned("metrics", "runtime", 30),
     shell:
-        "python -m diracbench.metrics --settings {params.settings:q} --task-dir {params.task_dir:q} {params.recon} "
+        "python -m diracbench.metrics --settings {params.settings:q} {params.scoring} "
         "--out-dir {params.out_dir:q} --threads {threads} > {log:q} 2>&1"
+
+
+# Where cluster.shard_size.metrics splits a job (1000 images of LPIPS-VGG on one CPU thread take
+# about half an hour), each shard scores whole batches and keeps them for a retry; the metrics job
+# above then only gathers (per_image.csv and aggregate.csv equal an unsharded run's).
+rule metrics_shard:
+    input:
+        unpack(scoring_inputs),
+        code=code("metrics.__main__", *metric_modules()),
+    output:
+        shard=METRIC_SHARD,
+    wildcard_constraints:
+        method="|".join(re.escape(m) for m in METHODS + [REFERENCE]),
+        shard=r"\d+",
+        shards=r"\d+",
+    params:
+        settings=settings(metrics_settings),
+        scoring=scoring_args,
+    log:
+        log("metrics", "{dataset}_{task}_{method}.shard{shard}-of-{shards}"),
+    benchmark:
+        bench("metrics", "{dataset}_{task}_{method}.shard{shard}-of-{shards}")
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=planned("metrics", "mem_mb", 6000),
+        runtime=planned("metrics", "runtime", 30),
+    shell:
+        "python -m diracbench.metrics --settings {params.settings:q} {params.scoring} "
+        "--shard {wildcards.shard}/{wildcards.shards} --out-shard {output.shard:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule tables:

@@ -58,7 +58,8 @@ def scored_methods(dataset, task):
     return [m for m in METHODS if producible(_recon(dataset, task, m))]
 
 
-def metrics_inputs(wildcards):
+def scoring_inputs(wildcards):
+    """What scoring reads: the measurements, the operator and (except for y) the reconstructions."""
     inputs = {
         "measurements": _measured("test", wildcards.dataset, wildcards.task),
         "operator": _measured("operator", wildcards.dataset, wildcards.task),
@@ -66,6 +67,45 @@ def metrics_inputs(wildcards):
     if wildcards.method != REFERENCE:
         inputs["recon"] = _recon(wildcards.dataset, wildcards.task, wildcards.method)
     return inputs
+
+
+def metric_shards(wildcards):
+    """Shards of one metrics job (cluster.shard_size.metrics; 1 for jobs the planner does not model)."""
+    method = "measurement" if wildcards.method == REFERENCE else wildcards.method
+    try:
+        return planner.metric_shards(PLAN_CONFIG, wildcards.dataset, wildcards.task, method)
+    except planner.PlanError:
+        return 1
+
+
+METRIC_SHARD = "results/{dataset}/{task}/{method}/metrics/shards/{shard}-of-{shards}.npz"
+
+
+def metrics_inputs(wildcards):
+    """The metrics job scores the images itself (one shard), or gathers the shard files."""
+    n = metric_shards(wildcards)
+    if n == 1:
+        return scoring_inputs(wildcards)
+    return {"shards": [METRIC_SHARD.format(**dict(wildcards.items()), shard=k, shards=n) for k in range(n)]}
+
+
+def metrics_settings(wildcards):
+    """The settings of a metrics job and of its shards (a gather checks they are the same)."""
+    return {
+        "dataset": wildcards.dataset,
+        "task": wildcards.task,
+        "method": wildcards.method,
+        "seed": config["seed"],
+        **{k: config["metrics"][k] for k in ("lpips_net", "lpips_upsample_below", "fid", "bootstrap_resamples", "ci_level", "batch_size")},
+    }
+
+
+def scoring_args(wildcards, input):
+    """--task-dir/--recon of a job that scores images, or --shards of a gather."""
+    if "shards" in input.keys():
+        return "--shards " + " ".join(shlex.quote(f) for f in input.shards)
+    args = f"--task-dir {shlex.quote(str(Path(input.operator).parent))}"
+    return args + (f" --recon {shlex.quote(input.recon)}" if "recon" in input.keys() else "")
 
 
 def table_aggregates(wildcards):

@@ -23,7 +23,7 @@ from typing import Any
 
 from diracbench.plan.jobs import DEFAULT_CLUSTER, SHARDABLE, Job, PlanError, assign_shards, build_jobs, cluster_settings
 
-__all__ = ["DEFAULT_CLUSTER", "Job", "PlanError", "check", "cluster_settings", "plan", "resources", "shards", "summary"]
+__all__ = ["DEFAULT_CLUSTER", "Job", "PlanError", "check", "cluster_settings", "metric_shards", "plan", "resources", "shards", "summary"]
 
 _PLANS: dict[str, list[Job]] = {}
 
@@ -95,6 +95,11 @@ def shards(config: dict, method: str, task: str, dataset: str) -> int:
     rule = "sample_dirac" if method.startswith("dirac") else f"sample_{method}"
     w = {"dataset": dataset, "task": task, "variant": method.split("-", 1)[1] if method.startswith("dirac") else ""}
     return find(config, rule, w).shards
+
+
+def metric_shards(config: dict, dataset: str, task: str, method: str) -> int:
+    """Number of shards of one `metrics` job (cluster.shard_size.metrics; 1 when null)."""
+    return find(config, "metrics", {"dataset": dataset, "task": task, "method": method}).shards
 
 
 def summary(jobs: list[Job]) -> dict:

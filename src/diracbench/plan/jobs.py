@@ -378,6 +378,8 @@ def walltime(hours: float, cluster: dict) -> float:
 
 
 def batch_key(method: str) -> str:
+    if method == "metrics":
+        return "metrics.batch_size"
     return "dirac.sampling.batch_size" if method.startswith("dirac") else f"{method}.hparams.batch_size"
 
 
@@ -388,11 +390,12 @@ def assign_shards(job: Job, cluster: dict) -> None:
     cannot fit the walltime raises PlanError naming the setting to change.
     """
     limit = float(cluster["max_walltime_min"])
-    if not job.rule.startswith("sample_"):
+    if not job.rule.startswith("sample_") and job.rule != "metrics":
         if job.walltime_min > limit and not job.rule.startswith("train"):
             raise PlanError(f"{job.name} needs {job.walltime_min:.0f} min, more than cluster.max_walltime_min {limit:.0f}, and is not sharded: {_shrink_hint(job)} or raise cluster.max_walltime_min")
         return
-    method = job.rule[len("sample_"):]
+    # Sampling shards by method (cluster.shard_size.dps, ...), scoring by cluster.shard_size.metrics.
+    method = job.rule[len("sample_"):] if job.rule != "metrics" else "metrics"
     setting = cluster["shard_size"].get(method, "auto")
     n_batches = max(1, job.batches)
     per_batch_h = job.hours / n_batches
