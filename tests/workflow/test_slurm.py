@@ -1,17 +1,18 @@
 """The tiny configuration on a real single-node Slurm cluster, through the committed SLURM profile.
 
 `test_tiny_workflow_on_slurm` installs Slurm and munge from Debian packages when missing,
-starts a one-node cluster (tests/workflow/slurm_cluster.py), runs the default target with
+starts a one-node cluster (tests/workflow/slurm_cluster.py), and runs
 
     snakemake --executor slurm --workflow-profile workflow/profiles/slurm \
-        --profile tests/profiles/slurm-ci --configfile tests/configs/tiny.yaml \
-        --replace-workflow-config --verbose
+        --profile tests/profiles/slurm-ci --configfile <tiny, deblurring, 3 methods> \
+        --replace-workflow-config --max-threads 1 --verbose results/tables/photos.md
 
-in a fresh working directory (the tiny config for the deblurring task and one method per rule
-family, a DAG with a job of every rule, its Dirac model trained by 2 processes: torchrun, gloo;
-one CPU per job), and checks: the 2-process job asked for 2 GPUs and ran 2 ranks, every output exists, every job was submitted through
-sbatch with the test site profile's partition, every job of a GPU rule (resources gpu>0 or a
-gpu gres) asked Slurm for a GPU and no other job did, and a second run does nothing.
+in a fresh working directory: Table 1 of the tiny config with the deblurring task and one method
+per rule family, its Dirac model trained by 2 processes (torchrun, gloo), one CPU per job. It
+checks: the 2-process job asked for 2 GPUs and ran 2 ranks; every output exists; every job was
+submitted through sbatch with the test site profile's partition; every job of a GPU rule
+(resources gpu>0 or a gpu gres) asked Slurm for a GPU and no other job did; the gather steps ran
+locally; and a second run does nothing.
 
 It skips only where the machine cannot host the cluster (not root, no apt, or a Slurm that the
 test did not set up); in CI (CI=true) or with DIRACBENCH_REQUIRE_SLURM=1 that skip is a failure.
@@ -62,9 +63,13 @@ def snakemake(workdir: Path, *args: str, config: Path = TINY_CONFIG) -> list[str
 
 
 # One method per rule family (sample_dirac, sample_method_torch, sample_method_scico) and one task
-# (deblur, whose greedy schedule runs a real search): a job of every rule at a third of the tiny
-# DAG's jobs, because each Slurm job pays Snakemake's start-up and a status poll.
+# (deblur, whose greedy schedule runs a real search): a fifth of the tiny DAG's jobs, because each
+# Slurm job pays Snakemake's start-up and a status poll.
 SLURM_METHODS = ["dirac-po", "dps", "admm-tv"]
+# Table 1 and everything it needs: data, schedule, both trainings (one data-parallel), tuning,
+# sharded sampling with its local gathers, metrics. Figures, Tables 2-3 and the claims table are
+# CPU jobs of the same kind as `tables`, left to the local runs of the other workflow tests.
+SLURM_TARGET = "results/tables/photos.md"
 
 
 def ddp_config(path: Path, task: str = "deblur") -> Path:
@@ -172,8 +177,8 @@ def check_submissions(log: str, partition: str) -> tuple[list[tuple[Job, str]], 
     return pairs, errors
 
 
-def read_summary(workdir: Path, config: Path = TINY_CONFIG) -> list[dict[str, str]]:
-    out = subprocess.run(snakemake(workdir, "--summary", config=config), capture_output=True, text=True, timeout=300)
+def read_summary(workdir: Path, config: Path = TINY_CONFIG, *targets: str) -> list[dict[str, str]]:
+    out = subprocess.run(snakemake(workdir, "--summary", *targets, config=config), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-4000:]
     lines = [line.split("\t") for line in out.stdout.splitlines() if "\t" in line]
     header, rows = lines[0], lines[1:]
@@ -299,6 +304,7 @@ def test_tiny_workflow_on_slurm(cluster: slurm_cluster.SlurmCluster, tmp_path: P
         "--profile", str(CI_PROFILE),
         "--max-threads", "1",
         "--verbose",
+        SLURM_TARGET,
         config=config,
     )  # fmt: skip
     # DIRACBENCH_SLURM_LOG_DIR keeps Snakemake's --verbose log (CI can upload it as an artifact).
@@ -342,7 +348,7 @@ def test_tiny_workflow_on_slurm(cluster: slurm_cluster.SlurmCluster, tmp_path: P
     assert len(ddp_logs) == 1, "no train_dirac log shows a 2-process run"
     assert "trained 20 steps" in ddp_logs[0].read_text()
 
-    summary = read_summary(workdir, config)
+    summary = read_summary(workdir, config, SLURM_TARGET)
     assert summary, "snakemake --summary lists no outputs"
     for row in summary:
         assert (workdir / row["output_file"]).exists(), f"{row['output_file']} ({row['rule']}) missing after the Slurm run"
@@ -352,6 +358,8 @@ def test_tiny_workflow_on_slurm(cluster: slurm_cluster.SlurmCluster, tmp_path: P
             assert (workdir / log_file.strip()).exists(), f"log {log_file} of {row['rule']} missing"
     submitted_rules = {job.rule for job, _ in pairs}
     local_rules = {job.rule for job in parse_jobs(log).values() if job.local}
+    # Joining shards is file work on the submit host, never a cluster job.
+    assert {"gather_dirac", "gather_method"} <= local_rules and not {"gather_dirac", "gather_method"} & submitted_rules, (local_rules, submitted_rules)
     unseen = {row["rule"] for row in summary} - submitted_rules - local_rules
     assert not unseen, f"outputs of {sorted(unseen)} were not made by a job of this run"
 

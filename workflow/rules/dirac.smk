@@ -73,7 +73,7 @@ rule train_dirac:
         # Execution settings (training.execution) travel as resources: changing them never
         # reruns a finished model. mem_mb covers the resume state (training_common.smk).
         mem_mb=lambda w, input: train_mem_mb("dirac", dirac_training(w), config["datasets"][w.dataset]["image_size"], dirac_execution(w), input.size_mb),
-        runtime=planned("train_dirac", "runtime", 240),
+        runtime=planned_training_runtime("train_dirac"),
         gpu=lambda w: dirac_execution(w)["processes"],
         train_procs=lambda w: dirac_execution(w)["processes"],
         micro_batch=lambda w: dirac_execution(w)["micro_batch"],

@@ -53,6 +53,15 @@ def planned(rule_name, key, own):
     return resource
 
 
+def planned_training_runtime(rule_name, own=240):
+    """A training job's runtime: the planner's, but never below the rule's own figure. The trainer
+    takes it as its time budget (it saves its state and exits 75 before the walltime, for a
+    cluster retry to resume), so on a machine slower than planned a short budget would stop a
+    local run that has no retry."""
+    plan = planned(rule_name, "runtime", own)
+    return lambda wildcards: max(plan(wildcards), own)
+
+
 def sample_shards(method, wildcards):
     """How many `{shard}` jobs sample a method's test split (cluster.shard_size; 1 when unsharded)."""
     if method not in planner.SHARDABLE:

@@ -71,9 +71,8 @@ def scoring_inputs(wildcards):
 
 def metric_shards(wildcards):
     """Shards of one metrics job (cluster.shard_size.metrics; 1 for jobs the planner does not model)."""
-    method = "measurement" if wildcards.method == REFERENCE else wildcards.method
     try:
-        return planner.metric_shards(PLAN_CONFIG, wildcards.dataset, wildcards.task, method)
+        return planner.metric_shards(PLAN_CONFIG, wildcards.dataset, wildcards.task, wildcards.method)
     except planner.PlanError:
         return 1
 
