@@ -21,7 +21,7 @@ SRC = REPO / "src" / "diracbench"
 # Params that are not paths (a figure kind, a count): nothing to quote.
 NON_PATH_PARAMS = {"figure", "repeats"}
 # Params that are command fragments ("--file PATH", "--input k=PATH ..."): built with shlex.quote.
-FRAGMENT_PARAMS = {"file", "scoring", "models", "inputs"}
+FRAGMENT_PARAMS = {"file", "scoring", "models", "inputs", "gather"}
 
 PLACEHOLDER = re.compile(r"\{(input|output|log|params)((?:\.[A-Za-z_][A-Za-z0-9_]*)?)(:q)?\}")
 

@@ -119,3 +119,38 @@ def test_metrics_in_two_shards_equal_one(tiny_run, tmp_path):
     assert sorted(p.name for p in (folder / "shards").iterdir()) == ["0-of-2.npz", "1-of-2.npz"]
     for name, content in whole.items():
         assert (folder / name).read_bytes() == content, name
+
+
+def test_grid_tuning_in_two_shards_chooses_and_scores_as_one(tiny_run, tmp_path):
+    """cluster.shard_size.tune_ddrm: two `tune_method_shard` jobs reconstruct the grid's batches,
+    and the tuning job scores them: the same chosen.yaml and grid.csv as an unsplit tune (but for
+    the wall-clock column)."""
+    import pandas as pd
+
+    source, base_config = tiny_run
+    root = tmp_path / "work"
+    shutil.copytree(source, root, symlinks=True)
+    folder = root / "results" / "photos" / "deblur" / "ddrm" / "tuning"
+    target = "results/photos/deblur/ddrm/tuning/chosen.yaml"
+
+    def config(shard_size):
+        cfg = yaml.safe_load(base_config.read_text())
+        cfg["ddrm"]["hparams"]["batch_size"] = 2  # 2 grid points x 2 batches of the 4 val images
+        cfg["cluster"] = {"shard_size": {"tune_ddrm": shard_size}}
+        path = tmp_path / f"tune-{shard_size}.yaml"
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        return path
+
+    def run(cfg, dry=False):
+        return snakemake(*(("-n",) if dry else TWO_JOBS_AT_ONCE), target, workdir=root, config=cfg, snakefile=root / "Snakefile")
+
+    run(config(None))
+    chosen, grid = (folder / "chosen.yaml").read_text(), pd.read_csv(folder / "grid.csv")
+    split = config(4)  # 4 pairs per shard: 2 shards
+    jobs = Counter((rule, wc.get("shard")) for rule, wc in planned_jobs(run(split, dry=True).stdout))
+    assert jobs == Counter({("tune_method_shard", "0"): 1, ("tune_method_shard", "1"): 1, ("tune_method_torch", None): 1}), jobs
+    run(split)
+    assert sorted(p.name for p in (folder / "shards").iterdir()) == ["0-of-2.npz", "1-of-2.npz"]
+    assert (folder / "chosen.yaml").read_text() == chosen
+    timing = [c for c in grid.columns if c.startswith("seconds")]
+    pd.testing.assert_frame_equal(pd.read_csv(folder / "grid.csv").drop(columns=timing), grid.drop(columns=timing))

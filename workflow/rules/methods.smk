@@ -24,6 +24,7 @@ rule tune_method_torch:
         unpack(method_inputs),
         operator=rules.measure.output.operator,
         measurements=rules.measure.output.val,
+        shards=tune_shard_files,
         code=method_code("tune"),
     output:
         chosen="results/{dataset}/{task}/{method}/tuning/chosen.yaml",
@@ -34,6 +35,9 @@ rule tune_method_torch:
         settings=settings(lambda w: method_settings(w.method, "val", w)),
         inputs=method_input_args,
         device=method_device,
+        # Split grids (cluster.shard_size.tune_<method>): the reconstructions come from the shard
+        # files below, and this job scores them and chooses.
+        gather=tune_gather_args,
     log:
         log("tune_{method}", "{dataset}_{task}"),
     benchmark:
@@ -47,8 +51,44 @@ rule tune_method_torch:
         gpu=lambda w: int(METHOD_SPECS[w.method].gpu),
     shell:
         "python -m diracbench.tune --method {wildcards.method} --settings {params.settings:q} "
-        "--operator {input.operator:q} --measurements {input.measurements:q} {params.inputs} "
+        "--operator {input.operator:q} --measurements {input.measurements:q} {params.inputs} {params.gather} "
         "--out-chosen {output.chosen:q} --out-grid {output.grid:q} --device {params.device:q} "
+        "--threads {threads} > {log:q} 2>&1"
+
+
+# One shard of a split grid: a contiguous run of the grid's sampler batches, kept batch by batch
+# for a retry (diracbench.tune_shards). Only DPS and DDRM grids are split.
+rule tune_method_shard:
+    input:
+        unpack(method_inputs),
+        operator=rules.measure.output.operator,
+        measurements=rules.measure.output.val,
+        code=method_code("tune"),
+    output:
+        shard=TUNE_SHARD,
+    wildcard_constraints:
+        method="dps|ddrm",
+        shard=r"\d+",
+        shards=r"\d+",
+    params:
+        settings=settings(lambda w: method_settings(w.method, "val", w)),
+        inputs=method_input_args,
+        device=method_device,
+    log:
+        log("tune_{method}", "{dataset}_{task}.shard{shard}-of-{shards}"),
+    benchmark:
+        bench("tune_{method}", "{dataset}_{task}.shard{shard}-of-{shards}")
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=planned(lambda w: f"tune_{w.method}", "mem_mb", method_resource("tune", "mem_mb")),
+        runtime=planned(lambda w: f"tune_{w.method}", "runtime", method_resource("tune", "runtime")),
+        gpu=lambda w: int(METHOD_SPECS[w.method].gpu),
+    shell:
+        "python -m diracbench.tune --method {wildcards.method} --settings {params.settings:q} "
+        "--operator {input.operator:q} --measurements {input.measurements:q} {params.inputs} "
+        "--shard {wildcards.shard}/{wildcards.shards} --out-shard {output.shard:q} --device {params.device:q} "
         "--threads {threads} > {log:q} 2>&1"
 
 

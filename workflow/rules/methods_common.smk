@@ -54,3 +54,26 @@ def method_resource(stage, key):
 def method_code(stage):
     """The stage's CLI and the method's module (loaded by name at run time, so named here)."""
     return lambda wildcards: code(stage, METHOD_SPECS[wildcards.method].module)
+
+
+TUNE_SHARD = "results/{dataset}/{task}/{method}/tuning/shards/{shard}-of-{shards}.npz"
+
+
+def tune_shard_count(wildcards):
+    """Shards of a grid tuning job (cluster.shard_size.tune_<method>: DPS, DDRM; else 1)."""
+    try:
+        return planner.tune_shards(PLAN_CONFIG, wildcards.method, wildcards.task, wildcards.dataset)
+    except planner.PlanError:
+        return 1
+
+
+def tune_shard_files(wildcards):
+    """With more than one shard, the tuning job gathers these (and scores the grid)."""
+    n = tune_shard_count(wildcards)
+    if n == 1:
+        return []
+    return [TUNE_SHARD.format(**dict(wildcards.items()), shard=k, shards=n) for k in range(n)]
+
+
+def tune_gather_args(wildcards, input):
+    return "--shards " + " ".join(shlex.quote(f) for f in input.shards) if len(input.shards) else ""

@@ -21,9 +21,9 @@ import json
 from types import SimpleNamespace
 from typing import Any
 
-from diracbench.plan.jobs import DEFAULT_CLUSTER, SHARDABLE, Job, PlanError, assign_shards, build_jobs, cluster_settings
+from diracbench.plan.jobs import DEFAULT_CLUSTER, SHARDABLE, SHARDABLE_TUNING, Job, PlanError, assign_shards, build_jobs, cluster_settings
 
-__all__ = ["DEFAULT_CLUSTER", "Job", "PlanError", "check", "cluster_settings", "metric_shards", "plan", "resources", "shards", "summary"]
+__all__ = ["DEFAULT_CLUSTER", "Job", "PlanError", "check", "cluster_settings", "metric_shards", "plan", "resources", "shards", "summary", "tune_shards"]
 
 _PLANS: dict[str, list[Job]] = {}
 
@@ -101,6 +101,13 @@ def shards(config: dict, method: str, task: str, dataset: str) -> int:
 def metric_shards(config: dict, dataset: str, task: str, method: str) -> int:
     """Number of shards of one `metrics` job (cluster.shard_size.metrics; 1 when null)."""
     return find(config, "metrics", {"dataset": dataset, "task": task, "method": method}).shards
+
+
+def tune_shards(config: dict, method: str, task: str, dataset: str) -> int:
+    """Number of shards of one grid-tuning job (cluster.shard_size.tune_<method>; DPS and DDRM only)."""
+    if f"tune_{method}" not in SHARDABLE_TUNING:
+        return 1
+    return find(config, f"tune_{method}", {"dataset": dataset, "task": task}).shards
 
 
 def summary(jobs: list[Job]) -> dict:

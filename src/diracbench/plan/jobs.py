@@ -42,6 +42,7 @@ DEFAULT_CLUSTER: dict[str, Any] = {
     "shard_size": {},
 }
 SHARDABLE = ("dirac-po", "dirac-do", "dps", "ddrm", "pnp-admm", "admm-tv")
+SHARDABLE_TUNING = ("tune_dps", "tune_ddrm")  # grid tuning split between sampler batches (diracbench.tune_shards)
 DECODE_IMAGES_PER_S_PER_THREAD = 50.0  # PNG/JPEG decode + resize + hash of a 256 px image
 CPU_THREADS = {"prepare_data": 2, "schedule": 2, "tune_pnp-admm": 2, "sample_pnp-admm": 2, "tune_admm-tv": 2, "sample_admm-tv": 2, "metrics": 1}
 HOST_BASE_MB = 3000  # Python, torch/JAX, CUDA context on the host
@@ -380,6 +381,8 @@ def walltime(hours: float, cluster: dict) -> float:
 def batch_key(method: str) -> str:
     if method == "metrics":
         return "metrics.batch_size"
+    if method.startswith("tune_"):
+        return f"{method[len('tune_'):]}.hparams.batch_size"
     return "dirac.sampling.batch_size" if method.startswith("dirac") else f"{method}.hparams.batch_size"
 
 
@@ -390,12 +393,13 @@ def assign_shards(job: Job, cluster: dict) -> None:
     cannot fit the walltime raises PlanError naming the setting to change.
     """
     limit = float(cluster["max_walltime_min"])
-    if not job.rule.startswith("sample_") and job.rule != "metrics":
+    if not job.rule.startswith("sample_") and job.rule != "metrics" and job.rule not in SHARDABLE_TUNING:
         if job.walltime_min > limit and not job.rule.startswith("train"):
             raise PlanError(f"{job.name} needs {job.walltime_min:.0f} min, more than cluster.max_walltime_min {limit:.0f}, and is not sharded: {_shrink_hint(job)} or raise cluster.max_walltime_min")
         return
-    # Sampling shards by method (cluster.shard_size.dps, ...), scoring by cluster.shard_size.metrics.
-    method = job.rule[len("sample_"):] if job.rule != "metrics" else "metrics"
+    # Sampling shards by method (cluster.shard_size.dps, ...), grid tuning by tune_<method>,
+    # scoring by cluster.shard_size.metrics.
+    method = job.rule[len("sample_"):] if job.rule.startswith("sample_") else job.rule
     setting = cluster["shard_size"].get(method, "auto")
     n_batches = max(1, job.batches)
     per_batch_h = job.hours / n_batches
