@@ -90,32 +90,42 @@ def test_two_shards_equal_one_and_a_deleted_shard_reruns_only_itself_and_the_gat
     np.testing.assert_array_equal(read_outputs(root, task)["ddrm"]["x_hat"], unsharded["ddrm"]["x_hat"])
 
 
-def test_metrics_in_two_shards_equal_one(tiny_run, tmp_path):
-    """cluster.shard_size.metrics: two `metrics_shard` jobs and a gathering `metrics` job write the
-    same per_image.csv and aggregate.csv as one job scoring every image."""
-    source, base_config = tiny_run
-    root = tmp_path / "work"
-    shutil.copytree(source, root, symlinks=True)
-    folder = root / "results" / "photos" / "deblur" / "ddrm" / "metrics"
-    target = "results/photos/deblur/ddrm/metrics/aggregate.csv"
+class SplitCase:
+    """A copy of the tiny run, one target, and configs that differ only in one shard size."""
 
-    def config(shard_size):
-        cfg = yaml.safe_load(base_config.read_text())
-        cfg["metrics"]["batch_size"] = 2  # the 4 test images in 2 scoring batches
-        cfg["cluster"] = {"shard_size": {"metrics": shard_size}}
-        path = tmp_path / f"metrics-{shard_size}.yaml"
+    def __init__(self, tiny_run, tmp_path, target, key, edit):
+        source, self.base = tiny_run
+        self.root, self.tmp, self.target, self.key, self.edit = tmp_path / "work", tmp_path, target, key, edit
+        shutil.copytree(source, self.root, symlinks=True)
+
+    def config(self, shard_size):
+        cfg = yaml.safe_load(self.base.read_text())
+        self.edit(cfg)
+        cfg["cluster"] = {"shard_size": {self.key: shard_size}}
+        path = self.tmp / f"{self.key}-{shard_size}.yaml"
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         return path
 
-    def run(cfg, dry=False):
-        return snakemake(*(("-n",) if dry else TWO_JOBS_AT_ONCE), target, workdir=root, config=cfg, snakefile=root / "Snakefile")
+    def run(self, config, dry=False):
+        args = ("-n",) if dry else TWO_JOBS_AT_ONCE
+        return snakemake(*args, self.target, workdir=self.root, config=config, snakefile=self.root / "Snakefile")
 
-    run(config(None))
+    def planned(self, config):
+        return Counter((rule, wc.get("shard")) for rule, wc in planned_jobs(self.run(config, dry=True).stdout))
+
+
+def test_metrics_in_two_shards_equal_one(tiny_run, tmp_path):
+    """cluster.shard_size.metrics: two `metrics_shard` jobs and a gathering `metrics` job write the
+    same per_image.csv and aggregate.csv as one job scoring every image."""
+    case = SplitCase(tiny_run, tmp_path, "results/photos/deblur/ddrm/metrics/aggregate.csv", "metrics",
+                     lambda cfg: cfg["metrics"].update(batch_size=2))  # the 4 test images in 2 scoring batches  # fmt: skip
+    folder = case.root / "results" / "photos" / "deblur" / "ddrm" / "metrics"
+    case.run(case.config(None))
     whole = {name: (folder / name).read_bytes() for name in ("per_image.csv", "aggregate.csv")}
-    sharded = config(2)
-    jobs = Counter((rule, wc.get("shard")) for rule, wc in planned_jobs(run(sharded, dry=True).stdout))
+    sharded = case.config(2)
+    jobs = case.planned(sharded)
     assert jobs == Counter({("metrics_shard", "0"): 1, ("metrics_shard", "1"): 1, ("metrics", None): 1}), jobs
-    run(sharded)
+    case.run(sharded)
     assert sorted(p.name for p in (folder / "shards").iterdir()) == ["0-of-2.npz", "1-of-2.npz"]
     for name, content in whole.items():
         assert (folder / name).read_bytes() == content, name
@@ -127,29 +137,15 @@ def test_grid_tuning_in_two_shards_chooses_and_scores_as_one(tiny_run, tmp_path)
     the wall-clock column)."""
     import pandas as pd
 
-    source, base_config = tiny_run
-    root = tmp_path / "work"
-    shutil.copytree(source, root, symlinks=True)
-    folder = root / "results" / "photos" / "deblur" / "ddrm" / "tuning"
-    target = "results/photos/deblur/ddrm/tuning/chosen.yaml"
-
-    def config(shard_size):
-        cfg = yaml.safe_load(base_config.read_text())
-        cfg["ddrm"]["hparams"]["batch_size"] = 2  # 2 grid points x 2 batches of the 4 val images
-        cfg["cluster"] = {"shard_size": {"tune_ddrm": shard_size}}
-        path = tmp_path / f"tune-{shard_size}.yaml"
-        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        return path
-
-    def run(cfg, dry=False):
-        return snakemake(*(("-n",) if dry else TWO_JOBS_AT_ONCE), target, workdir=root, config=cfg, snakefile=root / "Snakefile")
-
-    run(config(None))
+    case = SplitCase(tiny_run, tmp_path, "results/photos/deblur/ddrm/tuning/chosen.yaml", "tune_ddrm",
+                     lambda cfg: cfg["ddrm"]["hparams"].update(batch_size=2))  # 2 grid points x 2 batches of the 4 val images  # fmt: skip
+    folder = case.root / "results" / "photos" / "deblur" / "ddrm" / "tuning"
+    case.run(case.config(None))
     chosen, grid = (folder / "chosen.yaml").read_text(), pd.read_csv(folder / "grid.csv")
-    split = config(4)  # 4 pairs per shard: 2 shards
-    jobs = Counter((rule, wc.get("shard")) for rule, wc in planned_jobs(run(split, dry=True).stdout))
+    split = case.config(4)  # 4 pairs per shard: 2 shards
+    jobs = case.planned(split)
     assert jobs == Counter({("tune_method_shard", "0"): 1, ("tune_method_shard", "1"): 1, ("tune_method_torch", None): 1}), jobs
-    run(split)
+    case.run(split)
     assert sorted(p.name for p in (folder / "shards").iterdir()) == ["0-of-2.npz", "1-of-2.npz"]
     assert (folder / "chosen.yaml").read_text() == chosen
     timing = [c for c in grid.columns if c.startswith("seconds")]
