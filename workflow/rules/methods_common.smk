@@ -70,10 +70,8 @@ def tune_shard_count(wildcards):
 def tune_shard_files(wildcards):
     """With more than one shard, the tuning job gathers these (and scores the grid)."""
     n = tune_shard_count(wildcards)
-    if n == 1:
-        return []
-    return [TUNE_SHARD.format(**dict(wildcards.items()), shard=k, shards=n) for k in range(n)]
+    return [] if n == 1 else shard_paths(TUNE_SHARD, n, **dict(wildcards.items()))
 
 
 def tune_gather_args(wildcards, input):
-    return "--shards " + " ".join(shlex.quote(f) for f in input.shards) if len(input.shards) else ""
+    return shards_arg(input.shards)

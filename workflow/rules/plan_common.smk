@@ -72,12 +72,21 @@ def sample_shards(method, wildcards):
 SHARD_FILE = "results/{dataset}/{task}/{method}/recon/shards/test-{shard}-of-{shards}.npz"
 
 
+def shard_paths(pattern, n, **fields):
+    """Every shard file of a job split in n: `pattern` with {shard} = 0..n-1 and {shards} = n."""
+    return [pattern.format(**fields, shard=k, shards=n) for k in range(n)]
+
+
+def shards_arg(files):
+    """`--shards F1 F2 ...` (quoted) for a gathering command; empty without shard files."""
+    return "--shards " + " ".join(shlex.quote(str(f)) for f in files) if len(files) else ""
+
+
 def shard_files(method_of):
     """The gather step's inputs: every shard file of one method's test split."""
 
     def files(wildcards):
         method = method_of(wildcards)
-        n = sample_shards(method, wildcards)
-        return [SHARD_FILE.format(dataset=wildcards.dataset, task=wildcards.task, method=method, shard=k, shards=n) for k in range(n)]
+        return shard_paths(SHARD_FILE, sample_shards(method, wildcards), dataset=wildcards.dataset, task=wildcards.task, method=method)
 
     return files

@@ -85,7 +85,7 @@ def metrics_inputs(wildcards):
     n = metric_shards(wildcards)
     if n == 1:
         return scoring_inputs(wildcards)
-    return {"shards": [METRIC_SHARD.format(**dict(wildcards.items()), shard=k, shards=n) for k in range(n)]}
+    return {"shards": shard_paths(METRIC_SHARD, n, **dict(wildcards.items()))}
 
 
 def metrics_settings(wildcards):
@@ -102,7 +102,7 @@ def metrics_settings(wildcards):
 def scoring_args(wildcards, input):
     """--task-dir/--recon of a job that scores images, or --shards of a gather."""
     if "shards" in input.keys():
-        return "--shards " + " ".join(shlex.quote(f) for f in input.shards)
+        return shards_arg(input.shards)
     args = f"--task-dir {shlex.quote(str(Path(input.operator).parent))}"
     return args + (f" --recon {shlex.quote(input.recon)}" if "recon" in input.keys() else "")
 

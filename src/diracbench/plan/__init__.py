@@ -63,6 +63,12 @@ def _rule_name(name: str) -> str:
     return name.replace("-", "_")
 
 
+def _metric_tag(method: str) -> str:
+    """The planner's metrics row of a method; the workflow scores the measurement as "y"
+    (metrics.evaluate.REFERENCE_METHOD), the plan calls that row "measurement"."""
+    return "measurement" if method == "y" else method
+
+
 def find(config: dict, rule: str, wildcards: Any) -> Job:
     """The planned job of a Snakemake rule and its wildcards (dataset, task, method/variant, dt)."""
     w = wildcards if not isinstance(wildcards, dict) else SimpleNamespace(**wildcards)
@@ -76,8 +82,7 @@ def find(config: dict, rule: str, wildcards: Any) -> Job:
             continue
         if job.rule == "train_dirac" and job.tag != f"dt{float(w.dt):g}":
             continue
-        # The workflow scores the measurement under the method name "y" (metrics.evaluate.REFERENCE_METHOD).
-        if job.rule == "metrics" and job.tag != {"y": "measurement"}.get(getattr(w, "method", job.tag), getattr(w, "method", job.tag)):
+        if job.rule == "metrics" and job.tag != _metric_tag(getattr(w, "method", job.tag)):
             continue
         return job
     raise PlanError(f"the planner has no job {rule} for {vars(w)}")
