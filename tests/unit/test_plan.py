@@ -190,7 +190,12 @@ def test_resources_and_shards_for_rules(tmp_path):
         assert res["gpu"] == 1 and res["runtime"] > 0 and res["mem_mb"] > 0
         assert planner.shards(cfg, "dps", "deblur", "ffhq") == 8
         assert planner.resources(cfg, "sample_pnp_admm", {"dataset": "ffhq", "task": "deblur"})["gpu"] == 0
-        assert planner.resources(cfg, "train_dirac", {"dataset": "ffhq", "task": "deblur", "dt": "0"})["gpu"] == 1
+        # One GPU per data-parallel training process; none anywhere on a CPU-only cluster.
+        procs = cfg["training"]["execution"]["processes"]
+        assert procs > 1 and planner.resources(cfg, "train_dirac", {"dataset": "ffhq", "task": "deblur", "dt": "0"})["gpu"] == procs
+        cpu = {**cfg, "cluster": {**cfg["cluster"], "device": "cpu"}}
+        assert planner.resources(cpu, "train_dirac", {"dataset": "ffhq", "task": "deblur", "dt": "0"})["gpu"] == 0
+        assert planner.resources(cpu, "sample_dps", {"dataset": "ffhq", "task": "deblur"})["gpu"] == 0
         assert planner.metric_shards(cfg, "ffhq", "deblur", "dps") == 1  # 120 min fits 48 h: auto keeps one job
         split = {**cfg, "cluster": {**cfg["cluster"], "shard_size": {**cfg["cluster"]["shard_size"], "metrics": 256}}}
         assert planner.metric_shards(split, "ffhq", "deblur", "dps") == 4  # 1000 images, 8 batches of 32 per shard

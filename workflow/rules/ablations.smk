@@ -36,7 +36,7 @@ rule ablation_guidance:
     resources:
         mem_mb=6000,
         runtime=120,
-        gpu=1,
+        gpu=planned("ablation", "gpu", 1),
     shell:
         "python -m diracbench.tune --method dirac-po --settings {params.settings:q} "
         "--operator {input.operator:q} --measurements {input.measurements:q} {params.models} "
@@ -69,7 +69,7 @@ rule ablation_lookahead:
     resources:
         mem_mb=6000,
         runtime=120,
-        gpu=1,
+        gpu=planned("ablation", "gpu", 1),
     shell:
         "python -m diracbench.ablations lookahead --settings {params.settings:q} --operator {input.operator:q} "
         "--measurements {input.measurements:q} --chosen {input.chosen:q} {params.models} --input schedule={input.schedule:q} "

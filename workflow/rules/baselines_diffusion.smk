@@ -40,7 +40,7 @@ rule train_prior:
         # As train_dirac: execution settings as resources; mem_mb covers the resume state.
         mem_mb=lambda w, input: train_mem_mb("ddpm", config["training"], config["datasets"][w.dataset]["image_size"], prior_execution(w), input.size_mb),
         runtime=planned_training_runtime("train_prior"),
-        gpu=lambda w: prior_execution(w)["processes"],
+        gpu=planned("train_prior", "gpu", lambda w: prior_execution(w)["processes"]),
         train_procs=lambda w: prior_execution(w)["processes"],
         micro_batch=lambda w: prior_execution(w)["micro_batch"],
         activation_checkpointing=lambda w: int(prior_execution(w)["activation_checkpointing"]),

@@ -74,7 +74,7 @@ rule train_dirac:
         # reruns a finished model. mem_mb covers the resume state (training_common.smk).
         mem_mb=lambda w, input: train_mem_mb("dirac", dirac_training(w), config["datasets"][w.dataset]["image_size"], dirac_execution(w), input.size_mb),
         runtime=planned_training_runtime("train_dirac"),
-        gpu=lambda w: dirac_execution(w)["processes"],
+        gpu=planned("train_dirac", "gpu", lambda w: dirac_execution(w)["processes"]),
         train_procs=lambda w: dirac_execution(w)["processes"],
         micro_batch=lambda w: dirac_execution(w)["micro_batch"],
         activation_checkpointing=lambda w: int(dirac_execution(w)["activation_checkpointing"]),
@@ -125,7 +125,7 @@ rule tune_dirac:
     resources:
         mem_mb=planned("tune_dirac", "mem_mb", 6000),
         runtime=planned("tune_dirac", "runtime", 120),
-        gpu=1,
+        gpu=planned("tune_dirac", "gpu", 1),
     shell:
         "python -m diracbench.tune --method dirac-po --settings {params.settings:q} "
         "--operator {input.operator:q} --measurements {input.measurements:q} {params.models} "
@@ -161,7 +161,7 @@ rule sample_dirac:
     resources:
         mem_mb=planned("sample_dirac", "mem_mb", 6000),
         runtime=planned("sample_dirac", "runtime", 120),
-        gpu=1,
+        gpu=planned("sample_dirac", "gpu", 1),
     shell:
         "python -m diracbench.sample --method dirac-{wildcards.variant} --settings {params.settings:q} "
         "--operator {input.operator:q} --measurements {input.measurements:q} --tuned {input.chosen:q}:{wildcards.variant} "

@@ -48,7 +48,7 @@ rule tune_method_torch:
     resources:
         mem_mb=planned(lambda w: f"tune_{w.method}", "mem_mb", method_resource("tune", "mem_mb")),
         runtime=planned(lambda w: f"tune_{w.method}", "runtime", method_resource("tune", "runtime")),
-        gpu=lambda w: int(METHOD_SPECS[w.method].gpu),
+        gpu=planned(lambda w: f"tune_{w.method}", "gpu", lambda w: int(METHOD_SPECS[w.method].gpu)),
     shell:
         "python -m diracbench.tune --method {wildcards.method} --settings {params.settings:q} "
         "--operator {input.operator:q} --measurements {input.measurements:q} {params.inputs} {params.gather} "
@@ -84,7 +84,7 @@ rule tune_method_shard:
     resources:
         mem_mb=planned(lambda w: f"tune_{w.method}", "mem_mb", method_resource("tune", "mem_mb")),
         runtime=planned(lambda w: f"tune_{w.method}", "runtime", method_resource("tune", "runtime")),
-        gpu=lambda w: int(METHOD_SPECS[w.method].gpu),
+        gpu=planned(lambda w: f"tune_{w.method}", "gpu", lambda w: int(METHOD_SPECS[w.method].gpu)),
     shell:
         "python -m diracbench.tune --method {wildcards.method} --settings {params.settings:q} "
         "--operator {input.operator:q} --measurements {input.measurements:q} {params.inputs} "
@@ -119,7 +119,7 @@ rule sample_method_torch:
     resources:
         mem_mb=planned(lambda w: f"sample_{w.method}", "mem_mb", method_resource("sample", "mem_mb")),
         runtime=planned(lambda w: f"sample_{w.method}", "runtime", method_resource("sample", "runtime")),
-        gpu=lambda w: int(METHOD_SPECS[w.method].gpu),
+        gpu=planned(lambda w: f"sample_{w.method}", "gpu", lambda w: int(METHOD_SPECS[w.method].gpu)),
     shell:
         "python -m diracbench.sample --method {wildcards.method} --settings {params.settings:q} "
         "--operator {input.operator:q} --measurements {input.measurements:q} --tuned {input.chosen:q} {params.inputs} "

@@ -9,6 +9,7 @@ from diracbench import plan as planner
 # The planner reads method sections by name; give it every configured method's section with its
 # registry defaults filled in (a config may leave a section out).
 PLAN_CONFIG = {**config, **METHOD_CONFIG}
+CLUSTER = planner.cluster_settings(PLAN_CONFIG)
 
 try:
     planner.check(PLAN_CONFIG)
@@ -32,20 +33,24 @@ RUNTIME_FLOOR_MIN = 10
 
 def planned(rule_name, key, own):
     """A resource function: the planner's `runtime` (minutes, per shard; at least
-    RUNTIME_FLOOR_MIN) or `mem_mb` (host) of a job.
+    RUNTIME_FLOOR_MIN), `mem_mb` (host) or `gpu` (devices) of a job.
 
     `own` (a number, or a function of the wildcards) is the rule's own figure: it stands alone for
     jobs the planner does not model (a method added by a user's module, say), and it is the floor
     of mem_mb, because asking for too much host memory costs little and too little kills the job.
     `rule_name` is the planner's name (sample_dps, train_dirac, ...) or a function of the
-    wildcards giving it. A rule's threads and gpu request stay in the rule: they say how a job
-    runs, and a CPU-only config still submits its GPU rules as GPU jobs on a cluster.
+    wildcards giving it. `gpu` is the planner's device count (training: one per process); on a
+    `cluster.device: cpu` machine every job asks for none, modelled by the planner or not.
     """
 
     def resource(wildcards):
         name = rule_name(wildcards) if callable(rule_name) else rule_name
         job = _planned_job(name, wildcards)
         fallback = int(own(wildcards) if callable(own) else own)
+        if key == "gpu":
+            if CLUSTER["device"] != "gpu":
+                return 0
+            return fallback if job is None else int(job["gpu"])
         if job is None:
             return fallback
         return max(int(job["mem_mb"]), fallback) if key == "mem_mb" else max(int(job[key]), RUNTIME_FLOOR_MIN)

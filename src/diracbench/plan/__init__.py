@@ -89,9 +89,10 @@ def find(config: dict, rule: str, wildcards: Any) -> Job:
 
 
 def resources(config: dict, rule: str, wildcards: Any) -> dict:
-    """Snakemake resources of one job: runtime (min, per shard), mem_mb (host) and gpu."""
+    """Snakemake resources of one job: runtime (min, per shard), mem_mb (host) and gpu (the GPUs
+    it runs on: one per data-parallel training process; 0 when `cluster.device` is cpu)."""
     job = find(config, rule, wildcards)
-    return {"runtime": int(-(-job.walltime_min // 1)), "mem_mb": int(job.host_mem_mb), "gpu": 1 if job.device == "gpu" else 0}
+    return {"runtime": int(-(-job.walltime_min // 1)), "mem_mb": int(job.host_mem_mb), "gpu": job.processes if job.device == "gpu" else 0}
 
 
 def shards(config: dict, method: str, task: str, dataset: str) -> int:
