@@ -59,6 +59,19 @@ class LinearOperator(ABC):
         """A(1): what a constant-one image becomes; needed for exact range conversions."""
         return self.forward(torch.ones_like(like[:1]))
 
+    def normal_solve(self, b: torch.Tensor, rho: float | torch.Tensor, c: float = 1.0) -> torch.Tensor:
+        """x with (c A^T A + rho I) x = b, exactly and per image (rho: a scalar, or one value
+        per image shaped (B, 1, 1, 1)). From the SVD: V diag(1 / (c s^2 + rho)) V^T b, which
+        needs V square and orthogonal (true of every operator here)."""
+        svd = self.svd()
+        s = svd.singular_values.to(b.dtype)
+        return svd.V(svd.Vt(b) / (c * s * s + rho))
+
+    def data_prox(self, z: torch.Tensor, y: torch.Tensor, gamma: float | torch.Tensor) -> torch.Tensor:
+        """prox of gamma * 1/2 ||y - A x||^2 at z: argmin_x 1/2 ||y - A x||^2 + ||x - z||^2 / (2 gamma)."""
+        inv = 1.0 / gamma
+        return self.normal_solve(self.adjoint(y) + inv * z, inv)
+
 
 class DegradationFamily(ABC):
     """{A_t}: severity 0 is (almost) clean, severity 1 is the measurement's degradation."""

@@ -19,6 +19,10 @@ from diracbench.errors import UserError
 from diracbench.operators.base import DegradationFamily, LinearOperator, SpectralDecomposition, per_image
 from diracbench.operators.severity import SeveritySchedule, schedule_from_dict
 
+# Task registry entry (read as a literal by diracbench.tasks, without importing this module).
+TASK_SPECS = {"deblur": {"operator": "blur", "title": "Gaussian deblurring", "objective": "lpips", "order": 10}}
+
+
 
 def gaussian_taps(std: torch.Tensor, kernel_size: int) -> torch.Tensor:
     """(B,) stds -> (B, kernel_size) normalised float64 taps, truncated at radius floor(6s+0.5)."""
