@@ -31,13 +31,13 @@ from diracbench import cli
 from diracbench.contracts import check_csv_complete
 from diracbench.errors import UserError
 from diracbench.methods.registry import display_name, method_order
+from diracbench.tasks import task_title
 
 TRAJECTORY_COLUMNS = ("image", "name", "step", "t", "nfe", "dc", "psnr", "lpips")
 # "dirac" is not a method but Dirac's unguided validation trajectory (Figs. 3-4); the methods'
 # names, order and colours come from the method registry.
 DIRAC_TRAJECTORY = "dirac"
 METHOD_ORDER = (DIRAC_TRAJECTORY,) + method_order()
-TASK_TITLES = {"deblur": "Gaussian deblurring", "inpaint": "Inpainting"}
 SEVERITY_LABEL = {"blur": "blur kernel std (px)", "inpaint": "mask std (px)"}
 
 
@@ -144,7 +144,7 @@ def _palette(methods: Sequence[str]) -> dict[str, tuple]:
 
 def _title(settings: dict) -> str:
     task = settings.get("task")
-    return f"{settings['dataset']} — {TASK_TITLES.get(task, task)}" if task else str(settings["dataset"])
+    return f"{settings['dataset']} — {task_title(task)}" if task else str(settings["dataset"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,7 +286,7 @@ def fig_schedules(inputs: dict, settings: dict, out_stem: Path) -> list[Path]:
                 ax.plot([0, 1], [lin["start"], lin["end"]], color="0.5", ls="--", lw=1, label="linear (config end points)")
         ax.set_xlabel("severity t")
         ax.set_ylabel(SEVERITY_LABEL.get(kind, "severity value"))
-        ax.set_title(TASK_TITLES.get(task, task), fontsize=9)
+        ax.set_title(task_title(task), fontsize=9)
         ax.legend(fontsize=7)
     fig.suptitle(f"{settings['dataset']}: degradation schedules", fontsize=9)
     fig.tight_layout()

@@ -27,10 +27,10 @@ from diracbench.errors import UserError
 
 from diracbench.methods.registry import display_name, ordered
 from diracbench.metrics.registry import Metric, footnote_metrics, set_metrics, table_columns
+from diracbench.tasks import task_title
 
 REFERENCE = "y"
 REFERENCE_DISPLAY = "Measurement y (reference)"
-TASK_TITLES = {"deblur": "Gaussian deblurring", "inpaint": "Inpainting"}
 # Table 1's metric columns come from the metric registry (diracbench/metrics/registry.py), read
 # when a table is built, so a metric registered there is a column here.
 def columns() -> tuple[Metric, ...]:
@@ -126,7 +126,7 @@ def _footnotes(agg: pd.DataFrame, tasks: Sequence[str], rows: Sequence[str]) -> 
             full = int(n.max())
             fewer = ", ".join(f"{display(m)} {int(k)}" for m, k in n.items() if int(k) < full)
             set_level = ", ".join(c.label or c.name for c in columns() if c.name in set_metrics())
-            notes.append(f"{TASK_TITLES.get(task, task)}: not all methods scored all {full} test images ({fewer}); set-level metrics ({set_level}) of those rows compare only their images.")
+            notes.append(f"{task_title(task)}: not all methods scored all {full} test images ({fewer}); set-level metrics ({set_level}) of those rows compare only their images.")
     return notes
 
 
@@ -163,7 +163,7 @@ def caption(table: Table) -> str:
 def to_markdown(table: Table) -> str:
     head = ["Method"]
     for task in table.tasks:
-        head += [f"{TASK_TITLES.get(task, task)} {c.title}" if i == 0 else c.title for i, c in enumerate(columns())] + ["n"]
+        head += [f"{task_title(task)} {c.title}" if i == 0 else c.title for i, c in enumerate(columns())] + ["n"]
     lines = [f"**{caption(table)}**", "", "| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     for method in table.methods:
         cells = [display(method)]
@@ -189,7 +189,7 @@ def tex_escape(text: str) -> str:
 def to_latex(table: Table) -> str:
     ncol = len(columns()) + 1
     spec = "l" + ("r" * ncol) * len(table.tasks)
-    group = " & ".join(rf"\multicolumn{{{ncol}}}{{c}}{{{tex_escape(TASK_TITLES.get(t, t))}}}" for t in table.tasks)
+    group = " & ".join(rf"\multicolumn{{{ncol}}}{{c}}{{{tex_escape(task_title(t))}}}" for t in table.tasks)
     rules = " ".join(rf"\cmidrule(lr){{{2 + i * ncol}-{1 + (i + 1) * ncol}}}" for i in range(len(table.tasks)))
     titles = " & ".join(([c.tex for c in columns()] + ["$n$"]) * len(table.tasks))
     body = []
@@ -230,7 +230,7 @@ def to_latex(table: Table) -> str:
 
 def to_html(table: Table) -> str:
     e = html.escape
-    head1 = "<th rowspan='2'>Method</th>" + "".join(f"<th colspan='{len(columns()) + 1}'>{e(TASK_TITLES.get(t, t))}</th>" for t in table.tasks)
+    head1 = "<th rowspan='2'>Method</th>" + "".join(f"<th colspan='{len(columns()) + 1}'>{e(task_title(t))}</th>" for t in table.tasks)
     head2 = "".join(f"<th>{e(c.title)}</th>" for c in columns()) + "<th>n</th>"
     rows = []
     for method in table.methods:

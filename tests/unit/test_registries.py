@@ -30,10 +30,27 @@ def test_the_six_methods_are_registered_in_table_order():
 
 
 def test_reading_the_registries_imports_no_torch():
-    code = ("import sys; from diracbench.methods.registry import registry; from diracbench.metrics.registry import METRICS; "
-            "import diracbench.tables; registry(); print('torch' in sys.modules, 'jax' in sys.modules)")
+    code = ("import sys; from diracbench.methods.registry import registry; from diracbench.metrics.registry import METRICS, auto_objective; "
+            "import diracbench.tables, diracbench.tasks; registry(); diracbench.tasks.registry(); auto_objective('deblur'); "
+            "print('torch' in sys.modules, 'jax' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(SRC)}, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_tasks_come_from_their_operator_modules_with_title_and_objective(tmp_path):
+    from diracbench import tasks
+
+    reg = tasks.registry()
+    assert list(reg)[:2] == ["deblur", "inpaint"]
+    assert (reg["deblur"].operator, reg["deblur"].objective) == ("blur", "lpips")
+    assert (reg["inpaint"].operator, reg["inpaint"].objective) == ("inpaint", "fd_vgg")
+    assert metrics_registry.auto_objective("inpaint") == "fd_vgg" and tasks.task_title("deblur") == "Gaussian deblurring"
+    # An unregistered task is an error naming the registered ones, never a silent FD-VGG default.
+    with pytest.raises(UserError, match="unknown task 'denoise'.*deblur"):
+        metrics_registry.auto_objective("denoise")
+    (tmp_path / "op.py").write_text('TASK_SPECS = {"x2": {"operator": "zoom", "title": "Zoom", "objective": "psnr", "colour": 1}}\n')
+    with pytest.raises(UserError, match="unknown keys"):
+        tasks._discover(str(tmp_path))
 
 
 def _specs_in(folder: Path, source: str):

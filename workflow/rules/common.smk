@@ -25,6 +25,7 @@ from diracbench.codegraph import import_closure
 from diracbench.configcheck import check_config, check_methods, validation_message
 from diracbench.errors import UserError
 from diracbench.methods.registry import registry as method_registry
+from diracbench.tasks import ordered_tasks
 
 # The method registry (diracbench/methods/*.py, METHOD_SPECS): read from the sources, no imports.
 try:
@@ -64,7 +65,7 @@ except UserError as err:
     raise WorkflowError(str(err)) from None
 
 DATASETS = sorted(config["datasets"])
-TASKS = sorted(config["tasks"])
+TASKS = ordered_tasks(config["tasks"])  # the task registry's order: column groups of Table 1
 
 
 def method_config(method):

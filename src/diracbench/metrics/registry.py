@@ -107,9 +107,15 @@ def objectives() -> tuple[str, ...]:
 
 
 def auto_objective(task: str) -> str:
-    """The paper's choice: LPIPS for deblurring, a distribution distance (FD-VGG standing in for
-    FID, whose Inception weights may be absent offline) for inpainting."""
-    return "lpips" if task == "deblur" else "fd_vgg"
+    """The task registry's objective (diracbench.tasks): the paper's LPIPS for deblurring, a
+    distribution distance (FD-VGG standing in for FID, whose Inception weights may be absent
+    offline) for inpainting; an unregistered task is an error, never a silent default."""
+    from diracbench.tasks import task_spec
+
+    name = task_spec(task).objective
+    if name not in objectives():
+        raise UserError(f"task {task!r} registers the objective {name!r}, which is not a tuning objective of the metric registry; use one of {list(objectives())}")
+    return name
 
 
 def resolve_objective(name: str, task: str, key: str = "objective") -> str:
