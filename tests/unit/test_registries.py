@@ -19,10 +19,10 @@ SCHEMAS = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
 PLUMBING = ("diracbench.cli", "diracbench.errors", "diracbench.progress", "diracbench.provenance")
 
 
-def test_the_six_methods_are_registered_in_table_order():
+def test_the_seven_methods_are_registered_in_table_order():
     specs = methods_registry.registry()
-    assert list(specs) == ["dirac-po", "dirac-do", "dps", "ddrm", "pnp-admm", "admm-tv"]
-    assert [s.display for s in specs.values()] == ["Dirac-PO", "Dirac-DO", "DPS", "DDRM", "PnP-ADMM", "ADMM-TV"]
+    assert list(specs) == ["dirac-po", "dirac-do", "dps", "diffpir", "ddrm", "pnp-admm", "admm-tv"]
+    assert [s.display for s in specs.values()] == ["Dirac-PO", "Dirac-DO", "DPS", "DiffPIR", "DDRM", "PnP-ADMM", "ADMM-TV"]
     assert {m for m, s in specs.items() if s.env == "scico"} == {"pnp-admm", "admm-tv"}
     assert specs["dps"].inputs == ("prior",) and specs["dps"].module == "diracbench.methods.dps"
     with pytest.raises(UserError, match="registered methods"):
@@ -91,8 +91,8 @@ def test_objective_enums_of_every_schema_equal_the_metric_registry():
             if key in OBJECTIVE_KEYS and isinstance(node, dict) and "enum" in node:
                 found.append(path.name)
                 assert set(node["enum"]) - {"auto"} == objectives, (path.name, key, node["enum"])
-    # dps, ddrm, pnp-admm, admm-tv, the generic method schema, and Dirac's po_metric and do_metric
-    assert len(found) == 7, found
+    # dps, diffpir, ddrm, pnp-admm, admm-tv, the generic method schema, and Dirac's po_metric and do_metric
+    assert len(found) == 8, found
 
 
 def _items(node):
