@@ -42,6 +42,9 @@ include: "workflow/rules/ablations.smk"  # the `ablations` target (Figs. 8-9); n
 include: "workflow/rules/plan.smk"  # the `plan` target (and the walltime check); not part of `all`
 
 
+include: "workflow/rules/extended.smk"  # the `extended` target (config `extended:`); not part of `all`
+
+
 rule all:
     default_target: True
     input:

@@ -1,7 +1,7 @@
 # Helpers of workflow/rules/baselines_diffusion.smk (kept apart so rule files hold rules only).
 
 # Configured methods that sample with the DDPM prior (registry entries with inputs: [prior]).
-PRIOR_METHODS = [m for m in METHODS if "prior" in METHOD_SPECS[m].inputs]
+PRIOR_METHODS = [m for m in ALL_METHODS if "prior" in METHOD_SPECS[m].inputs]
 
 for _ds in config["prior"]["pretrained"]:
     if _ds not in DATASETS:

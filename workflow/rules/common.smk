@@ -48,13 +48,13 @@ def _validate(data, schema, prefix=""):
 # Method sections are validated one by one against their method's schema, with the defaults of
 # its registry entry under every key the config leaves out (a section may be absent altogether).
 _validate({k: v for k, v in config.items() if k not in METHOD_SECTIONS}, "../schemas/config.schema.yaml")
-METHODS = list(config["methods"])
+ALL_METHODS = list(config["methods"])
 try:
-    check_methods(METHODS, METHOD_SPECS, config)
+    check_methods(ALL_METHODS, METHOD_SPECS, config)
 except UserError as err:
     raise WorkflowError(str(err)) from None
 METHOD_CONFIG = {}  # section -> its validated settings, defaults filled in (config itself is left as given)
-for _m in METHODS + [m for m, s in METHOD_SPECS.items() if s.section in config]:
+for _m in ALL_METHODS + [m for m, s in METHOD_SPECS.items() if s.section in config]:
     _spec = METHOD_SPECS[_m]
     if _spec.section not in METHOD_CONFIG:
         METHOD_CONFIG[_spec.section] = _spec.settings(config)  # check_methods has vetted it
@@ -65,7 +65,13 @@ except UserError as err:
     raise WorkflowError(str(err)) from None
 
 DATASETS = sorted(config["datasets"])
-TASKS = ordered_tasks(config["tasks"])  # the task registry's order: column groups of Table 1
+# `extended:` names configured tasks and methods that only the `extended` target builds (it adds
+# their columns and rows to copies of the tables and figures under results/extended/); `all` and
+# everything it makes stay those of the other tasks and methods.
+_EXTENDED = config.get("extended") or {}
+ALL_TASKS = ordered_tasks(config["tasks"])  # the task registry's order: column groups of Table 1
+TASKS = [t for t in ALL_TASKS if t not in _EXTENDED.get("tasks", [])]
+METHODS = [m for m in ALL_METHODS if m not in _EXTENDED.get("methods", [])]
 
 
 def method_config(method):
@@ -88,7 +94,7 @@ FINAL_TARGETS = []
 
 wildcard_constraints:
     dataset="|".join(map(re.escape, DATASETS)),
-    task="|".join(TASKS),
+    task="|".join(ALL_TASKS),
     split="val|test",
 
 

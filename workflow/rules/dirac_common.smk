@@ -31,7 +31,7 @@ def searched_model_dts(task, variant):
     return [cfg[variant]["model_dt"]] + list(cfg.get("search", {}).get(variant, {}).get("model_dt", []))
 
 
-for _task in TASKS if DIRAC_VARIANTS else []:
+for _task in ALL_TASKS if DIRAC_VARIANTS else []:
     _cfg = dirac_task(_task)
     for _v in ("po", "do"):
         if _cfg[_v]["model_dt"] not in _cfg["look_aheads"]:

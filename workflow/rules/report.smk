@@ -16,7 +16,7 @@ rule metrics:
         per_image="results/{dataset}/{task}/{method}/metrics/per_image.csv",
         aggregate="results/{dataset}/{task}/{method}/metrics/aggregate.csv",
     wildcard_constraints:
-        method="|".join(re.escape(m) for m in METHODS + [REFERENCE]),
+        method="|".join(re.escape(m) for m in ALL_METHODS + [REFERENCE]),
     params:
         settings=settings(metrics_settings),
         scoring=scoring_args,
@@ -48,7 +48,7 @@ rule metrics_shard:
     output:
         shard=METRIC_SHARD,
     wildcard_constraints:
-        method="|".join(re.escape(m) for m in METHODS + [REFERENCE]),
+        method="|".join(re.escape(m) for m in ALL_METHODS + [REFERENCE]),
         shard=r"\d+",
         shards=r"\d+",
     params:

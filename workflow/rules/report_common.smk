@@ -6,9 +6,9 @@ from diracbench.metrics.registry import METRICS
 REFERENCE = "y"  # the measurement itself, scored as a reference row
 
 
-def figure_methods(kind):
-    """Configured methods whose registry entry draws them in a figure kind, in registry order."""
-    return [m for m in METHOD_SPECS if m in METHODS and kind in METHOD_SPECS[m].figures]
+def figure_methods(kind, methods):
+    """Methods (of `methods`) whose registry entry draws them in a figure kind, in registry order."""
+    return [m for m in METHOD_SPECS if m in methods and kind in METHOD_SPECS[m].figures]
 
 
 def metric_modules():
@@ -53,9 +53,9 @@ def _key(kind, method=None):
     return kind if method is None else f"{kind}__{method.replace('-', '_')}"
 
 
-def scored_methods(dataset, task):
-    """Configured methods whose test reconstructions exist or can be made, in config order."""
-    return [m for m in METHODS if producible(_recon(dataset, task, m))]
+def scored_methods(dataset, task, methods=None):
+    """Methods (default: `all`'s) whose test reconstructions exist or can be made, in config order."""
+    return [m for m in (METHODS if methods is None else methods) if producible(_recon(dataset, task, m))]
 
 
 def scoring_inputs(wildcards):
@@ -107,11 +107,11 @@ def scoring_args(wildcards, input):
     return args + (f" --recon {shlex.quote(input.recon)}" if "recon" in input.keys() else "")
 
 
-def table_aggregates(wildcards):
+def table_aggregates(wildcards, tasks=None, methods=None):
     return [
         _metrics(wildcards.dataset, task, m)
-        for task in TASKS
-        for m in scored_methods(wildcards.dataset, task) + [REFERENCE]
+        for task in (TASKS if tasks is None else tasks)
+        for m in scored_methods(wildcards.dataset, task, methods) + [REFERENCE]
     ]
 
 
@@ -128,9 +128,12 @@ PER_TASK_FIGURES = {
 }
 
 
-def figure_inputs(kind, dataset, task=None):
-    """{input name: path} of what a figure draws; empty when it has nothing to draw."""
-    dirac = any(m.startswith("dirac") for m in METHODS)
+def figure_inputs(kind, dataset, task=None, tasks=None, methods=None):
+    """{input name: path} of what a figure draws; empty when it has nothing to draw. `tasks` and
+    `methods` default to those of `all` (the `extended` target passes every configured one)."""
+    tasks = TASKS if tasks is None else tasks
+    methods = METHODS if methods is None else methods
+    dirac = any(m.startswith("dirac") for m in methods)
     out = {}
     if kind == "perception":
         if dirac and producible(_dirac_tuning(dataset, task, "trajectory.csv")):
@@ -140,28 +143,28 @@ def figure_inputs(kind, dataset, task=None):
     elif kind == "consistency":
         if dirac and producible(_dirac_tuning(dataset, task, "trajectory.csv")):
             out[_key("trajectory", "dirac")] = _dirac_tuning(dataset, task, "trajectory.csv")
-        for m in figure_methods("consistency"):
+        for m in figure_methods("consistency", methods):
             if producible(_recon(dataset, task, m, "trajectory.csv")):
                 out[_key("trajectory", m)] = _recon(dataset, task, m, "trajectory.csv")
         if out:
             out["operator"] = _measured("operator", dataset, task)
     elif kind == "lpips-nfe":
-        for m in figure_methods("lpips-nfe"):
+        for m in figure_methods("lpips-nfe", methods):
             if producible(_recon(dataset, task, m)):
                 out[_key("aggregate", m)] = _metrics(dataset, task, m)
                 if producible(_recon(dataset, task, m, "trajectory.csv")):
                     out[_key("trajectory", m)] = _recon(dataset, task, m, "trajectory.csv")
     elif kind == "samples":
         out["measurements"] = _measured("test", dataset, task)
-        for m in scored_methods(dataset, task):
+        for m in scored_methods(dataset, task, methods):
             out[_key("recon", m)] = _recon(dataset, task, m)
             out[_key("per_image", m)] = _metrics(dataset, task, m, "per_image.csv")
     elif kind == "uncertainty":
-        if "dirac-po" in METHODS and producible(_recon(dataset, task, "dirac-po", "posterior_samples.npz")):
+        if "dirac-po" in methods and producible(_recon(dataset, task, "dirac-po", "posterior_samples.npz")):
             out["measurements"] = _measured("test", dataset, task)
             out["samples"] = _recon(dataset, task, "dirac-po", "posterior_samples.npz")
     elif kind == "schedules":
-        for t in TASKS:
+        for t in tasks:
             sched = f"{_task_dir(dataset, t)}/schedule/schedule.csv"
             if producible(sched):
                 out[_key("schedule", t)] = sched
@@ -169,16 +172,16 @@ def figure_inputs(kind, dataset, task=None):
     return out
 
 
-def available_figures():
+def available_figures(folder="results/figures", tasks=None, methods=None):
     """PNG paths of every figure that has something to draw (PDFs are made alongside)."""
     pngs = []
     for ds in DATASETS:
-        for task in TASKS:
+        for task in TASKS if tasks is None else tasks:
             for kind, name in PER_TASK_FIGURES.items():
-                if figure_inputs(kind, ds, task):
-                    pngs.append(f"results/figures/{ds}_{task}_{name}.png")
-        if figure_inputs("schedules", ds):
-            pngs.append(f"results/figures/{ds}_fig7_schedules.png")
+                if figure_inputs(kind, ds, task, tasks, methods):
+                    pngs.append(f"{folder}/{ds}_{task}_{name}.png")
+        if figure_inputs("schedules", ds, None, tasks, methods):
+            pngs.append(f"{folder}/{ds}_fig7_schedules.png")
     return pngs
 
 
@@ -189,21 +192,21 @@ def figure_args(wildcards, input):
 FIGURE_OF = {name: kind for kind, name in PER_TASK_FIGURES.items()}
 
 
-def figure_settings(wildcards):
+def figure_settings(wildcards, methods=None):
     return {
         "dataset": wildcards.dataset,
         "task": wildcards.get("task"),
         "seed": config["seed"],
         "grid_images": config["metrics"]["grid_images"],
         "uncertainty_images": config["metrics"]["uncertainty_images"],
-        "method_labels": method_labels(METHODS),
+        "method_labels": method_labels(METHODS if methods is None else methods),
     }
 
 
-def schedule_sources():
+def schedule_sources(tasks=None):
     """Each task's schedule config (what made it: greedy + metric, a file, linear) for Fig. 7's labels."""
     out = {}
-    for task in TASKS:
+    for task in TASKS if tasks is None else tasks:
         sched = dict(config["tasks"][task]["schedule"])
         if "file" in sched:
             sched["file"] = os.path.basename(str(sched["file"]))  # a name, not a path: a moved file reruns nothing
