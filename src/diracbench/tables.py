@@ -28,6 +28,7 @@ from diracbench.errors import UserError
 from diracbench.methods.registry import display_name, ordered
 from diracbench.metrics.registry import Metric, footnote_metrics, set_metrics, table_columns
 from diracbench.tasks import task_title
+from diracbench.textables import markdown_table, tex_escape
 
 REFERENCE = "y"
 REFERENCE_DISPLAY = "Measurement y (reference)"
@@ -164,26 +165,17 @@ def to_markdown(table: Table) -> str:
     head = ["Method"]
     for task in table.tasks:
         head += [f"{task_title(task)} {c.title}" if i == 0 else c.title for i, c in enumerate(columns())] + ["n"]
-    lines = [f"**{caption(table)}**", "", "| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    rows = []
     for method in table.methods:
         cells = [display(method)]
         for task in table.tasks:
             cells += [f"**{t}**" if bold else t for t, bold in _cells(table, method, task)]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines.append("")
+        rows.append(cells)
+    lines = [f"**{caption(table)}**", "", *markdown_table(head, rows, "l" + "r" * (len(head) - 1)), ""]
     lines += [f"- {n}" for n in table.footnotes]
     if table.missing_methods:
         lines.append(f"- Configured but not yet scored (no reconstructions): {', '.join(display(m) for m in table.missing_methods)}.")
     return "\n".join(lines) + "\n"
-
-
-_TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-                "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "σ": r"$\sigma$", "²": r"$^2$", "∞": r"$\infty$", "—": "--",
-                "↑": r"$\uparrow$", "↓": r"$\downarrow$", "é": r"\'e", "≥": r"$\geq$"}
-
-
-def tex_escape(text: str) -> str:
-    return "".join(_TEX_ESCAPES.get(ch, ch) for ch in text)
 
 
 def to_latex(table: Table) -> str:

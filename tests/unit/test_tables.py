@@ -143,3 +143,12 @@ def test_table_numbers_equal_per_image_means(tmp_path: Path) -> None:
     best = table[(table.task == "deblur") & (table.metric == "psnr") & table.best]
     assert list(best.method) == ["dirac-po"]  # less noise than pnp-admm
     assert f"**{best['mean'].iloc[0]:.2f}**" in md
+
+
+def test_one_markdown_table_helper_aligns_escapes_and_checks_widths():
+    from diracbench.textables import markdown_table
+
+    assert markdown_table(["a", "b", "c"], [["x|y", 1, 2.5]], "lrc") == ["| a | b | c |", "|---|---:|:---:|", "| x|y | 1 | 2.5 |"]
+    assert markdown_table(["a"], [["x|y\nz"]], escape=True)[-1] == "| x\\|y z |"
+    with pytest.raises(ValueError):
+        markdown_table(["a", "b"], [["only one"]])

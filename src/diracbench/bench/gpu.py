@@ -37,6 +37,7 @@ from diracbench.nn.models import build_model
 from diracbench.nn.unet import count_parameters
 from diracbench.operators import GaussianBlurFamily, GeometricNoise, LinearSchedule
 from diracbench.seeding import image_generators
+from diracbench.textables import markdown_table
 
 PAPER_BASE = {"model_channels": 128, "channel_mult": [1, 1, 2, 2, 2, 2, 2], "num_blocks": 2, "attn_resolutions": [16], "dropout": 0.1}
 TINY = {"model_channels": 8, "channel_mult": [1, 2], "num_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
@@ -116,10 +117,10 @@ def measure(network: dict, image_size: int, kernel_size: int, device: torch.devi
 
 
 def format_table(table: pd.DataFrame, header: str) -> str:
-    lines = [header, "", "| mode | precision | channels-last | compiled | batch | steps | s | images/s (per step) | peak GPU MB |", "|---|---|---|---|---:|---:|---:|---:|---:|"]
-    for _, r in table.iterrows():
-        lines.append(f"| {r['mode']} | {r['precision']} | {'on' if r['channels_last'] else 'off'} | {'yes' if r['compiled'] else 'no'} | {r['batch_size']} | {r['steps']} | {r['seconds']:.2f} | {r['images_per_s']:.1f} | {r['peak_memory_mb']:.0f} |")
-    return "\n".join(lines)
+    columns = ["mode", "precision", "channels-last", "compiled", "batch", "steps", "s", "images/s (per step)", "peak GPU MB"]
+    rows = [[r["mode"], r["precision"], "on" if r["channels_last"] else "off", "yes" if r["compiled"] else "no", r["batch_size"], r["steps"], f"{r['seconds']:.2f}",
+             f"{r['images_per_s']:.1f}", f"{r['peak_memory_mb']:.0f}"] for _, r in table.iterrows()]
+    return "\n".join([header, "", *markdown_table(columns, rows, "llll" + "r" * 5)])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

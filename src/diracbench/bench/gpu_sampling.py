@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from diracbench.bench.machine import synchronize
+from diracbench.textables import markdown_table
 
 ROOT = Path(__file__).resolve().parents[3]
 PRESETS = (ROOT / "workflow" / "presets" / "paper-ffhq.yaml", ROOT / "workflow" / "presets" / "paper-imagenet.yaml")
@@ -310,15 +311,14 @@ def _num(value, digits: int) -> str:
 def format_sampling(rows: list[dict], header: str) -> str:
     lines = [
         header, "", "Sampling and scoring at the planner's batch sizes (random weights; per image extrapolated from the timed NFEs to the job's NFE per image):", "",
-        "| config | job | what | network | params M | batch | timed NFE | s | NFE / image | measured s / image | planned s / image | planned / measured | TFLOP/s measured | TFLOP/s planned | peak GiB | planned GiB | job h measured | job h planned | status |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['config']} | {r['job']} | {r['what']} | {r['network']} | {_num(r['params_m'], 1)} | {r['batch']} | {_num(r['timed_nfe'], 0)} | {_num(r['seconds'], 2)} | {_num(r['nfe_per_image'], 1)} | "
-            f"{_num(r['measured_s_per_image'], 3)} | {_num(r['planned_s_per_image'], 3)} | {_num(r['planned_over_measured'], 2)} | {_num(r['measured_tflops'], 1)} | {_num(r['planned_tflops'], 1)} | "
-            f"{_num(r['peak_memory_gib'], 1)} | {_num(r['planned_memory_gib'], 1)} | {_num(r['measured_job_hours'], 2)} | {_num(r['planned_job_hours'], 2)} | {r['status']} |"
-        )
+    columns = ["config", "job", "what", "network", "params M", "batch", "timed NFE", "s", "NFE / image", "measured s / image", "planned s / image", "planned / measured",
+               "TFLOP/s measured", "TFLOP/s planned", "peak GiB", "planned GiB", "job h measured", "job h planned", "status"]
+    cells = [[r["config"], r["job"], r["what"], r["network"], _num(r["params_m"], 1), r["batch"], _num(r["timed_nfe"], 0), _num(r["seconds"], 2), _num(r["nfe_per_image"], 1),
+              _num(r["measured_s_per_image"], 3), _num(r["planned_s_per_image"], 3), _num(r["planned_over_measured"], 2), _num(r["measured_tflops"], 1),
+              _num(r["planned_tflops"], 1), _num(r["peak_memory_gib"], 1), _num(r["planned_memory_gib"], 1), _num(r["measured_job_hours"], 2),
+              _num(r["planned_job_hours"], 2), r["status"]] for r in rows]
+    lines += markdown_table(columns, cells, "llll" + "r" * 14 + "l")
     return "\n".join(lines)
 
 

@@ -39,6 +39,7 @@ from diracbench.dirac.loss import ir_loss
 from diracbench.nn.models import build_model
 from diracbench.nn.unet import ResBlock, count_parameters
 from diracbench.operators import GaussianBlurFamily, GeometricNoise, LinearSchedule
+from diracbench.textables import markdown_table
 
 PRESET = Path(__file__).resolve().parents[3] / "workflow" / "presets" / "paper-ffhq.yaml"
 ISSUE_QUOTES = {"saved_gib_per_image": "2.5-2.65", "forward_gflop_per_image": "534"}  # issue 11, measured on CPU
@@ -235,19 +236,20 @@ def format_training(rows: list[dict], estimates: dict, header: str) -> str:
     lines = [
         header, "",
         "Estimates without a GPU (fake tensors; per image, bf16 autocast, training mode):", "",
-        "| quantity | this script | issue 11 (CPU, saved-tensor hooks / FlopCounterMode) |", "|---|---:|---:|",
-        f"| parameters | {e['params']:,} | 67.7M |",
-        f"| activations saved for backward | {e['saved_gib_per_image']:.3g} GiB | {ISSUE_QUOTES['saved_gib_per_image']} GiB |",
-        f"| forward FLOPs | {e['forward_gflop_per_image']:.4g} GFLOP | {ISSUE_QUOTES['forward_gflop_per_image']} GFLOP |",
-        f"| forward + backward FLOPs | {e['train_gflop_per_image']:.4g} GFLOP | - |",
+        *markdown_table(["quantity", "this script", "issue 11 (CPU, saved-tensor hooks / FlopCounterMode)"], [
+            ["parameters", f"{e['params']:,}", "67.7M"],
+            ["activations saved for backward", f"{e['saved_gib_per_image']:.3g} GiB", f"{ISSUE_QUOTES['saved_gib_per_image']} GiB"],
+            ["forward FLOPs", f"{e['forward_gflop_per_image']:.4g} GFLOP", f"{ISSUE_QUOTES['forward_gflop_per_image']} GFLOP"],
+            ["forward + backward FLOPs", f"{e['train_gflop_per_image']:.4g} GFLOP", "-"],
+        ], "lrr"),
         "",
         "Measured training steps (bf16, channels-last, Adam); estimated memory = 16 B/parameter + micro-batch x activations:", "",
-        "| ranks | micro-batch | checkpointing | status | steps/s | images/s | peak GiB (per device) | estimated GiB | TFLOP/s per device | device-hours for 225k steps x 32 |",
-        "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in rows:
-        lines.append(f"| {r['ranks']} | {r['micro_batch']} | {r['checkpointing']} | {r['status']} | {_num(r['steps_per_s'], 2)} | {_num(r['images_per_s'], 1)} | "
-                     f"{_num(r['peak_gib'], 1)} | {_num(r['estimated_gib'], 3)} | {_num(r['achieved_tflops'], 3)} | {_num(r['gpu_hours_per_model'], 1)} |")
+    columns = ["ranks", "micro-batch", "checkpointing", "status", "steps/s", "images/s", "peak GiB (per device)", "estimated GiB", "TFLOP/s per device",
+               "device-hours for 225k steps x 32"]
+    cells = [[r["ranks"], r["micro_batch"], r["checkpointing"], r["status"], _num(r["steps_per_s"], 2), _num(r["images_per_s"], 1), _num(r["peak_gib"], 1),
+              _num(r["estimated_gib"], 3), _num(r["achieved_tflops"], 3), _num(r["gpu_hours_per_model"], 1)] for r in rows]
+    lines += markdown_table(columns, cells, "rrll" + "r" * 6)
     return "\n".join(lines)
 
 

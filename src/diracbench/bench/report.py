@@ -19,6 +19,7 @@ from diracbench.methods.registry import display_name
 from diracbench.bench.pipeline import median_dry_run, run_span, stage_summary
 from diracbench.errors import UserError
 from diracbench.provenance import provenance_path
+from diracbench.textables import markdown_table
 
 BEGIN = "<!-- COST:BEGIN"
 END = "<!-- COST:END -->"
@@ -99,14 +100,12 @@ def _passes(row) -> str:
 
 
 def cost_table(methods: pd.DataFrame) -> str:
-    lines = ["| Dataset | Task | Method | NFE | Network passes / image (fwd + bwd) | s / image (batch) | Peak RSS (MB) | Test PSNR (n) | Test LPIPS | "
-             "PSNR, common images (n) | LPIPS, common images |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for _, r in methods.iterrows():
-        lines.append(f"| {r['dataset']} | {r['task']} | {display_name(r['method'])} | {_num(r['nfe'])} | {_passes(r)} | "
-                     f"{_num(r['seconds_per_image'])} ({int(r['batch_size'])}) | {_num(r['peak_rss_mb'])} | {_num(r['psnr'], 4)} ({_count(r['quality_n'])}) | "
-                     f"{_num(r['lpips'])} | {_num(r['paired_psnr'], 4)} ({_count(r['paired_n'])}) | {_num(r['paired_lpips'])} |")
-    return "\n".join(lines)
+    header = ["Dataset", "Task", "Method", "NFE", "Network passes / image (fwd + bwd)", "s / image (batch)", "Peak RSS (MB)", "Test PSNR (n)", "Test LPIPS",
+              "PSNR, common images (n)", "LPIPS, common images"]
+    rows = [[r["dataset"], r["task"], display_name(r["method"]), _num(r["nfe"]), _passes(r), f"{_num(r['seconds_per_image'])} ({int(r['batch_size'])})",
+             _num(r["peak_rss_mb"]), f"{_num(r['psnr'], 4)} ({_count(r['quality_n'])})", _num(r["lpips"]),
+             f"{_num(r['paired_psnr'], 4)} ({_count(r['paired_n'])})", _num(r["paired_lpips"])] for _, r in methods.iterrows()]
+    return "\n".join(markdown_table(header, rows, "lll" + "r" * 8))
 
 
 def _count(value) -> str:
@@ -155,30 +154,26 @@ def loss_rows(batching: pd.DataFrame) -> list[dict]:
 
 def sampling_table(rows: list[dict]) -> str:
     sizes = sorted({b for r in rows for b in r["batched"]})
-    head = "| Dataset | Task | Official-style loop | " + " | ".join(f"Batched, batch {b}" for b in sizes) + f" | Speed-up at batch {sizes[-1] if sizes else '?'} | max abs diff |"
-    lines = [head, "|---|---|" + "---:|" * (len(sizes) + 3)]
-    for r in rows:
-        cells = " | ".join(_num(r["batched"].get(b)) for b in sizes)
-        lines.append(f"| {r['dataset']} | {r['task']} | {_num(r['loop'])} | {cells} | {_num(r['speedup'].get(sizes[-1]))}x | {_num(r['diff'], 2)} |")
-    return "\n".join(lines)
+    header = ["Dataset", "Task", "Official-style loop", *(f"Batched, batch {b}" for b in sizes), f"Speed-up at batch {sizes[-1] if sizes else '?'}", "max abs diff"]
+    body = [[r["dataset"], r["task"], _num(r["loop"]), *(_num(r["batched"].get(b)) for b in sizes), f"{_num(r['speedup'].get(sizes[-1]))}x", _num(r["diff"], 2)]
+            for r in rows]
+    return "\n".join(markdown_table(header, body, "ll" + "r" * (len(sizes) + 3)))
 
 
 def loss_table(rows: list[dict]) -> str:
-    lines = ["| Dataset | Task | Batch | Loss fwd+bwd: loop s | batched s | speed-up | rel. diff | Operators only: loop s | batched s | speed-up | max abs diff |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    header = ["Dataset", "Task", "Batch", "Loss fwd+bwd: loop s", "batched s", "speed-up", "rel. diff", "Operators only: loop s", "batched s", "speed-up", "max abs diff"]
+    body = []
     for r in rows:
         a, b = r["loss_step"], r["loss_operators"]
-        lines.append(f"| {r['dataset']} | {r['task']} | {a['batch']} | {_num(a['loop_s'])} | {_num(a['batched_s'])} | {_num(a['speedup'])}x | {_num(a['diff'], 2)} | "
-                     f"{_num(b['loop_s'])} | {_num(b['batched_s'])} | {_num(b['speedup'])}x | {_num(b['diff'], 2)} |")
-    return "\n".join(lines)
+        body.append([r["dataset"], r["task"], a["batch"], _num(a["loop_s"]), _num(a["batched_s"]), f"{_num(a['speedup'])}x", _num(a["diff"], 2),
+                     _num(b["loop_s"]), _num(b["batched_s"]), f"{_num(b['speedup'])}x", _num(b["diff"], 2)])
+    return "\n".join(markdown_table(header, body, "ll" + "r" * 9))
 
 
 def stages_table(stages: pd.DataFrame) -> str:
     summary = stage_summary(stages)
-    lines = ["| Rule | Jobs | Total wall s | Longest job s | Total CPU s |", "|---|---:|---:|---:|---:|"]
-    for _, r in summary.iterrows():
-        lines.append(f"| {r['rule']} | {int(r['jobs'])} | {_num(r['total_s'])} | {_num(r['max_s'])} | {_num(r['cpu_s'])} |")
-    return "\n".join(lines)
+    rows = [[r["rule"], int(r["jobs"]), _num(r["total_s"]), _num(r["max_s"]), _num(r["cpu_s"])] for _, r in summary.iterrows()]
+    return "\n".join(markdown_table(["Rule", "Jobs", "Total wall s", "Longest job s", "Total CPU s"], rows, "lrrrr"))
 
 
 def _verdict(value: float, limit: float, higher_is_better: bool) -> str:
@@ -222,23 +217,29 @@ def targets_table(tables: BenchTables, targets: dict) -> str:
     missing = [k for k in TARGET_KEYS if k not in targets]
     if missing:
         raise UserError(f"bench targets lack {missing}; set them in the config's bench.targets")
-    lines = ["| Target | Measured | Verdict |", "|---|---|---|"]
     minutes, how = end_to_end(tables)
-    lines.append(f"| End-to-end run of this configuration <= {_num(targets['end_to_end_min'])} min | {how} | {_verdict(minutes, targets['end_to_end_min'], False)} |")
+    rows = [[f"End-to-end run of this configuration <= {_num(targets['end_to_end_min'])} min", how, _verdict(minutes, targets["end_to_end_min"], False)]]
     for r in dps_ratios(tables.methods):
-        lines.append(f"| {r['dataset']}/{r['task']}: Dirac-PO >= {_num(targets['dps_over_dirac_po'])}x less time per image than DPS | {_num(r['ratio'])}x ({_num(r['dps_s'])} vs {_num(r['po_s'])} s) | {_verdict(r['ratio'], targets['dps_over_dirac_po'], True)} |")
-        lines.append(f"| {r['dataset']}/{r['task']}: Dirac-PO LPIPS no worse than DPS | {_num(r['lpips_po'])} vs {_num(r['lpips_dps'])} on the {r['paired_n']} test images every method scored | {_lpips_verdict(r['lpips_po'], r['lpips_dps'])} |")
+        where = f"{r['dataset']}/{r['task']}"
+        rows.append([f"{where}: Dirac-PO >= {_num(targets['dps_over_dirac_po'])}x less time per image than DPS", f"{_num(r['ratio'])}x ({_num(r['dps_s'])} vs {_num(r['po_s'])} s)",
+                     _verdict(r["ratio"], targets["dps_over_dirac_po"], True)])
+        rows.append([f"{where}: Dirac-PO LPIPS no worse than DPS", f"{_num(r['lpips_po'])} vs {_num(r['lpips_dps'])} on the {r['paired_n']} test images every method scored",
+                     _lpips_verdict(r["lpips_po"], r["lpips_dps"])])
     for r in sampling_rows(tables.batching):
         top = max(r["speedup"]) if r["speedup"] else None
         value = r["speedup"].get(top, math.nan) if top else math.nan
-        lines.append(f"| {r['dataset']}/{r['task']}: batched sampling at batch {top} >= {_num(targets['sampling_speedup'])}x the one-image loop | {_num(value)}x | {_verdict(value, targets['sampling_speedup'], True)} |")
+        rows.append([f"{r['dataset']}/{r['task']}: batched sampling at batch {top} >= {_num(targets['sampling_speedup'])}x the one-image loop", f"{_num(value)}x",
+                     _verdict(value, targets["sampling_speedup"], True)])
     for r in loss_rows(tables.batching):
-        lines.append(f"| {r['dataset']}/{r['task']}: batched loss >= {_num(targets['loss_speedup'])}x the per-sample loop | {_num(r['loss_step']['speedup'])}x with the network, {_num(r['loss_operators']['speedup'])}x operators only | {_verdict(r['loss_step']['speedup'], targets['loss_speedup'], True)} |")
+        rows.append([f"{r['dataset']}/{r['task']}: batched loss >= {_num(targets['loss_speedup'])}x the per-sample loop",
+                     f"{_num(r['loss_step']['speedup'])}x with the network, {_num(r['loss_operators']['speedup'])}x operators only",
+                     _verdict(r["loss_step"]["speedup"], targets["loss_speedup"], True)])
     dry = median_dry_run(tables.dry_run)
     pending = set(tables.dry_run["jobs_pending"].dropna().astype(int)) if len(tables.dry_run) else set()
     note = "" if pending == {0} else f" (jobs pending: {sorted(pending)}: not an up-to-date workflow)"
-    lines.append(f"| `snakemake -n` with nothing to do <= {_num(targets['dry_run_s'])} s | {_num(dry)} s median of {len(tables.dry_run)}{note} | {_verdict(dry, targets['dry_run_s'], False)} |")
-    return "\n".join(lines)
+    rows.append([f"`snakemake -n` with nothing to do <= {_num(targets['dry_run_s'])} s", f"{_num(dry)} s median of {len(tables.dry_run)}{note}",
+                 _verdict(dry, targets["dry_run_s"], False)])
+    return "\n".join(markdown_table(["Target", "Measured", "Verdict"], rows))
 
 
 def summary_markdown(tables: BenchTables, targets: dict) -> str:

@@ -20,6 +20,7 @@ from diracbench.errors import UserError
 from diracbench.io import OutputSet, read_yaml
 from diracbench.plan import cluster_settings, plan, summary
 from diracbench.plan.jobs import Job
+from diracbench.textables import markdown_table
 
 CSV_COLUMNS = ["job", "rule", "dataset", "task", "tag", "device", "threads", "network", "params", "gflop_per_image_nfe", "act_mib_per_image", "peak_mib_per_image", "fixed_mib", "nfe_per_image", "images",
                "batch_size", "micro_batch", "memory_gib", "tflop", "hours", "batches", "shards", "walltime_min", "restarts", "host_mem_mb", "processes", "note"]
@@ -60,15 +61,16 @@ def to_markdown(jobs: list[Job], config: dict, title: str) -> str:
         "",
         f"Summary: **{s['jobs']} jobs** (shards counted), **{s['gpu_hours']:.1f} GPU-hours** + {s['cpu_core_hours']:.1f} CPU core-hours; longest job {s['longest_job']} ({s['longest_hours']:.1f} device-hours{'' if s['longest_walltime_segments'] == 1 else ', ' + str(s['longest_walltime_segments']) + ' walltime segments'}); peak device memory {s['peak_memory_gib']:.1f} GiB ({s['peak_memory_job']}).",
         "",
-        "| job | device | network | params (M) | GFLOP / image / NFE | act. MiB / image | NFE / image | images | batch | fits | memory GiB | hours | shards | walltime h (per shard) | note |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
+    header = ["job", "device", "network", "params (M)", "GFLOP / image / NFE", "act. MiB / image", "NFE / image", "images", "batch", "fits", "memory GiB", "hours", "shards",
+              "walltime h (per shard)", "note"]
+    rows = []
     for j in jobs:
         wall = f"{j.walltime_min / 60:.1f}" + (f" (+{j.restarts} resumes)" if j.restarts else "")
-        lines.append(
-            f"| {j.name} | {j.device}{'' if j.device == 'gpu' else f' x{j.threads}'} | {j.network or '-'} | {_fmt(j.params / 1e6, 2) if j.params else '-'} | {_fmt(j.gflop_per_image_nfe)} | {_fmt(j.act_mib_per_image) if j.act_mib_per_image else '-'} | "
-            f"{_fmt(j.nfe_per_image)} | {j.images:,} | {j.batch_size or '-'} | {j.micro_batch or '-'} | {_fmt(j.memory_gib) if j.memory_gib else '-'} | {_fmt(j.hours, 2)} | {j.shards} | {wall} | {j.note} |"
-        )
+        rows.append([j.name, f"{j.device}{'' if j.device == 'gpu' else f' x{j.threads}'}", j.network or "-", _fmt(j.params / 1e6, 2) if j.params else "-", _fmt(j.gflop_per_image_nfe),
+                     _fmt(j.act_mib_per_image) if j.act_mib_per_image else "-", _fmt(j.nfe_per_image), f"{j.images:,}", j.batch_size or "-", j.micro_batch or "-",
+                     _fmt(j.memory_gib) if j.memory_gib else "-", _fmt(j.hours, 2), j.shards, wall, j.note])
+    lines += markdown_table(header, rows, "lll" + "r" * 11 + "l")
     lines += ["", "GFLOP / image / NFE counts the forward pass, plus the backward pass where the job needs one (training: weights and input; DPS and guided Dirac: input only). "
               "act. MiB / image: bytes saved for backward per image. fits: the largest batch whose planned peak memory fits the device (capped at the configured batch). "
               "Hours are device-hours for GPU jobs and wall hours on the listed threads for CPU jobs."]
