@@ -7,8 +7,10 @@ reported as one line naming the key and the fix. Pure Python, so `snakemake -n` 
 from __future__ import annotations
 
 import math
+from typing import Callable, Iterator
 
 from diracbench.errors import UserError
+from diracbench.tasks import task_spec
 
 
 def check_config(config: dict) -> None:
@@ -83,27 +85,17 @@ def _problems(config: dict):
     sizes = {name: ds["image_size"] for name, ds in config["datasets"].items()}
     for task, spec in config["tasks"].items():
         op = spec["operator"]
-        key = f"tasks.{task}.operator"
-        if op["kind"] == "blur":
-            if op["kernel_size"] % 2 != 1:
-                yield f"{key}.kernel_size must be odd (got {op['kernel_size']})"
-            for name, size in sizes.items():
-                if op["kernel_size"] // 2 >= size:
-                    yield f"{key}.kernel_size {op['kernel_size']} needs reflection padding of {op['kernel_size'] // 2} px, which datasets.{name}.image_size {size} cannot provide; use kernel_size < {2 * size}"
-            if op.get("std_min", 0.3) >= op["std_max"]:
-                yield f"{key}.std_min must be below std_max"
-            # operators.blur truncates each kernel at radius floor(6 std + 0.5): a narrower window
-            # would cut the strongest blur silently, so the measurement would not be the one named.
-            radius = math.floor(6.0 * op["std_max"] + 0.5)
-            if op["kernel_size"] // 2 < radius:
-                yield f"{key}.kernel_size {op['kernel_size']} is narrower than the 6-std support of std_max {op['std_max']} (radius {radius} px); use kernel_size >= {2 * radius + 1} or lower std_max"
-            if task != "deblur":
-                yield f"tasks.{task} uses a blur operator; blur belongs to the 'deblur' task"
-        else:
-            if op.get("mask_std_min", 0.1) >= op["mask_std_max"]:
-                yield f"{key}.mask_std_min must be below mask_std_max"
-            if task != "inpaint":
-                yield f"tasks.{task} uses a mask operator; masks belong to the 'inpaint' task"
+        try:
+            registered = task_spec(task).operator
+        except UserError as err:
+            yield f"tasks.{task}: {err}"
+            continue
+        if op["kind"] != registered:
+            yield f"tasks.{task}.operator.kind is {op['kind']!r}, but the task {task!r} is registered with the operator kind {registered!r}; use kind: {registered}"
+            continue
+        check = OPERATOR_CHECKS.get(op["kind"])
+        if check is not None:
+            yield from check(op, f"tasks.{task}.operator", sizes)
     yield from _dirac_steps(config)
     yield from _batch_sizes(config)
     for name, ds in config["datasets"].items():
@@ -115,6 +107,44 @@ def _problems(config: dict):
                     if photo in seen:
                         yield f"datasets.{name}.source.splits: photo {photo!r} is in both {seen[photo]!r} and {split!r}; a photo may be in one split only"
                     seen[photo] = split
+
+
+def _blur_problems(op: dict, key: str, sizes: dict[str, int]) -> Iterator[str]:
+    if op["kernel_size"] % 2 != 1:
+        yield f"{key}.kernel_size must be odd (got {op['kernel_size']})"
+    for name, size in sizes.items():
+        if op["kernel_size"] // 2 >= size:
+            yield f"{key}.kernel_size {op['kernel_size']} needs reflection padding of {op['kernel_size'] // 2} px, which datasets.{name}.image_size {size} cannot provide; use kernel_size < {2 * size}"
+    if op.get("std_min", 0.3) >= op["std_max"]:
+        yield f"{key}.std_min must be below std_max"
+    # operators.blur truncates each kernel at radius floor(6 std + 0.5): a narrower window
+    # would cut the strongest blur silently, so the measurement would not be the one named.
+    radius = math.floor(6.0 * op["std_max"] + 0.5)
+    if op["kernel_size"] // 2 < radius:
+        yield f"{key}.kernel_size {op['kernel_size']} is narrower than the 6-std support of std_max {op['std_max']} (radius {radius} px); use kernel_size >= {2 * radius + 1} or lower std_max"
+
+
+def _mask_problems(op: dict, key: str, sizes: dict[str, int]) -> Iterator[str]:
+    if op.get("mask_std_min", 0.1) >= op["mask_std_max"]:
+        yield f"{key}.mask_std_min must be below mask_std_max"
+
+
+def _downsample_problems(op: dict, key: str, sizes: dict[str, int]) -> Iterator[str]:
+    factor = op["factor"]
+    for name, size in sizes.items():
+        if size % factor:
+            yield f"{key}.factor {factor} does not divide datasets.{name}.image_size {size}; use a factor that divides every dataset's image_size"
+    if op.get("strength_min", 0.0) >= op.get("strength_max", 1.0):
+        yield f"{key}.strength_min must be below strength_max"
+
+
+# Per operator kind (diracbench.operators.registry), what the task schema cannot check.
+# Torch-free on purpose: this runs when Snakemake builds the DAG.
+OPERATOR_CHECKS: dict[str, Callable[[dict, str, dict[str, int]], Iterator[str]]] = {
+    "blur": _blur_problems,
+    "inpaint": _mask_problems,
+    "downsample": _downsample_problems,
+}
 
 
 def _dirac_steps(config: dict):

@@ -1,15 +1,10 @@
 """JAX/scico side of the two classical baselines (PnP-ADMM, ADMM-TV): operators and batch driver.
 
 Operators. `build_operator(spec, batch)` rebuilds the measurement operator A_1 of operator.json as
-a scico `LinearOperator` on image batches laid out (N, H, W, C), the layout scico and flax use:
-- blur: whole-sample reflection padding by kernel_size // 2, then a "valid" correlation with the
-  separable Gaussian taps of `diracbench.operators.blur` (the same float64 taps the torch operator
-  uses). Two implementations give the same operator: "fft" (pad, `fftconvolve` with the 2-D kernel,
-  crop the valid part; baselines.md §5.3) and "matrix" (X -> H_r X H_c^T with the 1-D matrices
-  H = C P, exactly the torch operator's arithmetic). scico derives the adjoint by JAX transposition.
-- mask: `linop.Diagonal(m)`, the same smooth mask on every channel.
-Both also give the exact solve of (c A^T A + rho I) x = b (blur: from the SVDs of H_r and H_c;
-mask: elementwise), used as the ADMM x-update. It is exact per image, so, unlike conjugate
+a scico `LinearOperator` on image batches laid out (N, H, W, C), the layout scico and flax use,
+together with the exact solve of (c A^T A + rho I) x = b used as the ADMM x-update and the
+"measurement" initialisation. Each operator kind owns its adapter (`operators/<kind>_scico.py`),
+found through `diracbench.operators.registry`. The solve is exact per image, so, unlike conjugate
 gradients with inner products over the whole batch, an image's result does not depend on which
 other images share its batch.
 
@@ -35,9 +30,6 @@ from diracbench.errors import UserError
 
 BLUR_IMPLS = ("fft", "matrix")
 INITS = ("adjoint", "measurement")
-# Floor on the mask for the "measurement" initialisation y / max(m, floor) (baselines.md §5.4):
-# pixels the mask nearly removes start from a bounded, clipped guess instead of amplified noise.
-MASK_INIT_FLOOR = 0.1
 
 
 # --------------------------------------------------------------------------------------------
@@ -93,54 +85,22 @@ def to_nchw(x: Any) -> np.ndarray:
 # Operators
 
 
-def blur_taps_and_matrices(family: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """float64 taps g and 1-D matrices H_r, H_c = C P, from the torch operator's own construction."""
-    import torch
-
-    from diracbench.operators.blur import gaussian_taps, padded_correlation_basis
-
-    k = int(family["kernel_size"])
-    h, w = (int(v) for v in family["image_size"])
-    taps = gaussian_taps(torch.tensor([float(family["std_t1"])], dtype=torch.float64), k)[0]
-    H_r = torch.einsum("k,kij->ij", taps, padded_correlation_basis(h, k))
-    H_c = H_r if w == h else torch.einsum("k,kij->ij", taps, padded_correlation_basis(w, k))
-    return taps.numpy(), H_r.numpy(), H_c.numpy()
-
-
-def mask_values(family: dict) -> np.ndarray:
-    """(H, W) float64 mask m_1 from the torch operator's construction."""
-    import torch
-
-    from diracbench.operators.inpaint import smooth_masks
-
-    m = smooth_masks(
-        torch.tensor([float(family["mask_std_t1"])], dtype=torch.float64),
-        tuple(int(v) for v in family["image_size"]),
-        float(family["mask_power"]),
-        tuple(int(v) for v in family["mask_centre"]),
-        truncate=float(family.get("truncate_std", 4.0)),
-    )
-    return m[0, 0].numpy()
-
-
 @dataclass
 class ScicoOperator:
     """A_1 on (N, H, W, C) batches, with the exact solve of (c A^T A + rho I) x = b."""
 
-    kind: str  # "blur" or "inpaint"
+    kind: str  # the operator kind of operator.json's family
     A: Any  # scico.linop.LinearOperator
     normal_solve: Callable[[Any, Any, float], Any]  # (b, rho broadcastable to b, c) -> x
+    measurement_init: Callable[[Any], Any]  # y -> x0 for init "measurement" (the kind's own guess)
     mask: Any = None  # (H, W, 1) jnp array for inpainting
 
     def init(self, y: Any, how: str) -> Any:
-        """x0 for the solvers: A^T y, or the measurement itself (mask: y / max(m, 0.1), clipped)."""
-        jax, jnp = jax_modules()
+        """x0 for the solvers: A^T y, or the kind's guess from the measurement itself."""
         if how == "adjoint":
             return self.A.adj(y)
         if how == "measurement":
-            if self.kind == "blur":
-                return jnp.asarray(y)
-            return jnp.clip(y / jnp.maximum(self.mask, MASK_INIT_FLOOR), 0.0, 1.0)
+            return self.measurement_init(y)
         raise UserError(f"unknown init {how!r}; use one of {list(INITS)}")
 
 
@@ -152,62 +112,15 @@ def operator_key(spec: dict) -> str:
 
 
 def build_operator(spec: dict, batch: int, blur_impl: str = "fft") -> ScicoOperator:
-    """The scico version of operator.json's A_1 for batches of `batch` images."""
-    jax, jnp = jax_modules()
-    from scico import linop
+    """The scico version of operator.json's A_1 for batches of `batch` images (`blur_impl`:
+    which of the blur's two implementations; other kinds ignore it)."""
+    from diracbench.operators.registry import operator_kind
 
     fam = spec["family"]
+    adapter = operator_kind(fam["kind"], "operator.json family kind").scico
     h, w = (int(v) for v in fam["image_size"])
-    channels = int(spec.get("channels", 3))
-    shape = (int(batch), h, w, channels)
-    if fam["kind"] == "inpaint":
-        m = jnp.asarray(mask_values(fam), dtype=jnp.float32)[:, :, None]
-        A = linop.Diagonal(m, input_shape=shape, jit=True)
-
-        def normal_solve(b, rho, c=1.0):
-            return b / (c * m * m + rho)
-
-        return ScicoOperator("inpaint", A, normal_solve, mask=m)
-    if fam["kind"] != "blur":
-        raise UserError(f"operator.json names an unknown family kind {fam['kind']!r}")
-    if blur_impl not in BLUR_IMPLS:
-        raise UserError(f"blur_impl {blur_impl!r} is unknown; use one of {list(BLUR_IMPLS)}")
-    taps, H_r64, H_c64 = blur_taps_and_matrices(fam)
-    pad = int(fam["kernel_size"]) // 2
-    if blur_impl == "fft":
-        k = int(fam["kernel_size"])
-        hp, wp = h + 2 * pad, w + 2 * pad
-        # Linear convolution via FFTs of the padded size: the "valid" outputs (index >= k - 1)
-        # never wrap around, so no extra zero padding is needed.
-        g = np.zeros((hp, wp))
-        g[:k, :k] = np.outer(taps, taps)
-        G = jnp.asarray(np.fft.rfft2(g)[None, :, :, None], jnp.complex64)
-
-        def forward(x):
-            xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
-            full = jnp.fft.irfft2(jnp.fft.rfft2(xp, axes=(1, 2)) * G, s=(hp, wp), axes=(1, 2))
-            # A symmetric kernel makes this convolution equal the torch operator's correlation.
-            return full[:, k - 1 :, k - 1 :, :].astype(jnp.float32)
-
-    else:
-        H_r, H_c = jnp.asarray(H_r64, jnp.float32), jnp.asarray(H_c64, jnp.float32)
-
-        def forward(x):
-            return jnp.einsum("ih,nhwc,jw->nijc", H_r, x, H_c)
-
-    A = linop.LinearOperator(input_shape=shape, output_shape=shape, input_dtype=jnp.float32, eval_fn=forward, jit=True)
-
-    # A^T A = (H_r^T H_r) (x) (H_c^T H_c) is diagonalised by the right singular vectors of H_r, H_c.
-    _, s_r, Vt_r = np.linalg.svd(H_r64)
-    _, s_c, Vt_c = np.linalg.svd(H_c64)
-    V_r, V_c = jnp.asarray(Vt_r.T, jnp.float32), jnp.asarray(Vt_c.T, jnp.float32)
-    eig = jnp.asarray(np.outer(s_r**2, s_c**2)[None, :, :, None], jnp.float32)
-
-    def normal_solve(b, rho, c=1.0):
-        coef = jnp.einsum("hi,nhwc,wj->nijc", V_r, b, V_c) / (c * eig + rho)
-        return jnp.einsum("ih,nhwc,jw->nijc", V_r, coef, V_c)
-
-    return ScicoOperator("blur", A, jax.jit(normal_solve), mask=None)
+    shape = (int(batch), h, w, int(spec.get("channels", 3)))
+    return adapter(fam, shape, blur_impl)
 
 
 def per_image(values: np.ndarray) -> Any:

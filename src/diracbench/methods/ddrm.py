@@ -14,9 +14,11 @@ spectral component moves to the next level sigma' by one of three rules:
 Deliberate difference from the official code (§4.8, the paper's intent): zero singular values,
 including the ones zeroed by the threshold, always take the "no information" rule. The official
 sampler sends them to the "noisier" rule when sigma_y > 0, which re-injects a fixed multiple of the
-measurement noise at every step. Thresholds: for the blur, 1-D singular values below
-`blur_threshold` are zeroed before forming the 2-D products (official: 3e-2); for the mask, mask
-values below `mask_threshold` (tiny but non-zero mask values would otherwise re-inject noise).
+measurement noise at every step. Thresholds, by the structure of the operator's spectrum
+(`SpectralDecomposition.spectrum`): a separable spectrum s = outer(s_r, s_c) (the blur) has its 1-D
+singular values below `blur_threshold` zeroed before forming the 2-D products (official: 3e-2); an
+elementwise one (the mask, super-resolution) its values below `mask_threshold` (tiny but non-zero
+mask values would otherwise re-inject noise).
 The three branches are computed with guarded denominators and selected with `where`, so a zero
 singular value never produces inf or NaN. The output is the x0 estimate of the t = 0 evaluation.
 """
@@ -32,6 +34,7 @@ import torch
 from diracbench.errors import UserError
 from diracbench.methods.base import Problem, Reconstruction, RunContext
 from diracbench.operators import SpectralDecomposition
+from diracbench.operators.base import ELEMENTWISE, SEPARABLE
 from diracbench.prior.sampling import TrajectoryLog, TrajectorySettings, batches, measurement_pm, prior_from_context, require
 from diracbench.prior.schedule import DDPMSchedule
 from diracbench.seeding import image_generators, randn_per_image
@@ -65,13 +68,10 @@ StepCallback = Callable[[int, bool, int, torch.Tensor], None]
 
 def thresholded_singular_values(svd: SpectralDecomposition, blur_threshold: float, mask_threshold: float) -> torch.Tensor:
     """Singular values (1, H, W) with the "no information" components set to exactly 0."""
-    if hasattr(svd, "row_singular_values"):
-        sr, sc = svd.row_singular_values, svd.col_singular_values
-        sr = torch.where(sr >= blur_threshold, sr, torch.zeros_like(sr))
-        sc = torch.where(sc >= blur_threshold, sc, torch.zeros_like(sc))
-        return torch.outer(sr, sc).unsqueeze(0)
-    s = svd.singular_values
-    return torch.where(s >= mask_threshold, s, torch.zeros_like(s))
+    thresholds = {SEPARABLE: blur_threshold, ELEMENTWISE: mask_threshold}
+    if svd.spectrum not in thresholds:
+        raise UserError(f"ddrm has no threshold for a {svd.spectrum!r} spectrum; it knows {sorted(thresholds)}")
+    return svd.thresholded(thresholds[svd.spectrum])
 
 
 def time_grid(num_timesteps: int, steps: int) -> list[int]:

@@ -1,8 +1,9 @@
-"""Forward operators shared by every method: blur and smooth-mask families, noise schedule.
+"""Forward operators shared by every method: the operator contract, its families, noise schedule.
 
 `family_from_config` builds a family from a task's config section (before any schedule is
 learned); `load_operator_spec` / `family_from_spec` rebuild exactly what the `measure` rule wrote
-to `operator.json`, optionally with a learned severity table in place of the linear one.
+to `operator.json`, optionally with a learned severity table in place of the linear one. Both
+dispatch on the operator kind through `operators.registry`.
 """
 
 from __future__ import annotations
@@ -15,16 +16,22 @@ import torch
 from diracbench.errors import UserError
 from diracbench.operators.base import DegradationFamily, LinearOperator, SpectralDecomposition
 from diracbench.operators.blur import GaussianBlurFamily
+from diracbench.operators.downsample import DownsampleFamily
 from diracbench.operators.inpaint import SmoothMaskFamily
 from diracbench.operators.noise import GeometricNoise
-from diracbench.operators.severity import LinearSchedule, SeveritySchedule, TableSchedule, read_schedule_table
+from diracbench.operators.registry import OPERATOR_KINDS, operator_kind
+from diracbench.operators.severity import LinearSchedule, Severity, SeverityParameter, SeveritySchedule, TableSchedule, read_schedule_table
 
 __all__ = [
     "DegradationFamily",
+    "DownsampleFamily",
     "GaussianBlurFamily",
     "GeometricNoise",
     "LinearOperator",
     "LinearSchedule",
+    "OPERATOR_KINDS",
+    "Severity",
+    "SeverityParameter",
     "SeveritySchedule",
     "SmoothMaskFamily",
     "SpectralDecomposition",
@@ -32,6 +39,7 @@ __all__ = [
     "family_from_config",
     "family_from_spec",
     "load_operator_spec",
+    "operator_kind",
     "operator_spec",
     "read_schedule_table",
 ]
@@ -39,15 +47,7 @@ __all__ = [
 
 def family_from_config(operator_cfg: dict, image_size: int, device: torch.device | str = "cpu") -> DegradationFamily:
     """A family with the linear severity rule between the configured end points."""
-    kind = operator_cfg["kind"]
-    size = (int(image_size), int(image_size))
-    if kind == "blur":
-        std = LinearSchedule(float(operator_cfg["std_min"]), float(operator_cfg["std_max"]))
-        return GaussianBlurFamily(size, int(operator_cfg["kernel_size"]), std, device=device)
-    if kind == "inpaint":
-        std = LinearSchedule(float(operator_cfg["mask_std_min"]), float(operator_cfg["mask_std_max"]))
-        return SmoothMaskFamily(size, std, float(operator_cfg["mask_power"]), device=device)
-    raise UserError(f"unknown operator kind {kind!r}; use 'blur' or 'inpaint'")
+    return operator_kind(operator_cfg["kind"]).family.from_config(operator_cfg, image_size, device=device)
 
 
 def operator_spec(family: DegradationFamily, noise: GeometricNoise, task: str) -> dict:
@@ -58,7 +58,7 @@ def operator_spec(family: DegradationFamily, noise: GeometricNoise, task: str) -
         "noise": noise.to_dict(),
         "sigma_1": noise.sigma_1,
         "value_range": [0.0, 1.0],
-        "channels": 3,
+        "channels": family.channels,
         "image_size": family.to_dict()["image_size"],
     }
 
@@ -86,17 +86,13 @@ def family_from_spec(
     trained for a different degradation than the one the measurements were made with.
     """
     fam = spec["family"]
-    if fam["kind"] == "blur":
-        if severity is not None:
-            _check_endpoint(float(severity(torch.tensor(1.0))), fam["std_t1"], "blur std")
-        return GaussianBlurFamily.from_dict(fam, device=device, std=severity)
-    if fam["kind"] == "inpaint":
-        if severity is not None:
-            _check_endpoint(float(severity(torch.tensor(1.0))), fam["mask_std_t1"], "mask std")
-        return SmoothMaskFamily.from_dict(fam, device=device, std=severity)
-    raise UserError(f"operator.json names an unknown family kind {fam['kind']!r}")
+    cls = operator_kind(fam["kind"], "operator.json family kind").family
+    if severity is not None:
+        param = cls.severity_parameter
+        _check_endpoint(float(severity(torch.tensor(1.0))), fam[param.end_key], param.label)
+    return cls.from_dict(fam, device=device, severity=severity, channels=int(spec.get("channels", 3)))
 
 
 def _check_endpoint(got: float, want: float, what: str) -> None:
     if abs(got - want) > 1e-4 * max(1.0, abs(want)):
-        raise UserError(f"the severity schedule ends at {what} {got:.6g} but the measurements use {want:.6g}; make the schedule end at the configured maximum")
+        raise UserError(f"the severity schedule ends at {got:.6g} ({what}) but the measurements use {want:.6g}; make the schedule end at the configured maximum")

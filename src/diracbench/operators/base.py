@@ -1,22 +1,37 @@
 """The operator contract every method talks to.
 
 A `LinearOperator` is one fixed degradation A acting on image batches (B, C, H, W) in [0, 1]:
-`forward` (A x), `adjoint` (A* y) and, where an exact one exists, `svd()` — the pieces DDRM needs
-(A = U diag(s) V^T with U, V applied as functions, never as dense matrices).
+`forward` (A x), `adjoint` (A* y), `svd()` (A = U diag(s) V^T with U, V applied as functions,
+never as dense matrices; what DDRM needs), and the exact `normal_solve` / `data_prox` derived from
+it. It declares `x_shape` and `y_shape` (C, H, W); they may differ in general, though every
+operator here maps an image to a same-size image.
 
 A degradation *family* {A_t, t in [0, 1]} (what Dirac needs) gives `apply(x, t)` with a scalar
-severity or one severity per image, and `at(t)` for the fixed operator at one severity.
+severity or one severity per image, `at(t)` for the fixed operator at one severity, and declares
+its severity parameter (`severity_parameter`, bound to its schedule as `severity`). A family is
+built from its config section (`from_config`) or from operator.json's family dict
+(`from_dict` / `to_dict`); `operators.registry` maps each kind to its family class.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import OrderedDict
+from typing import Callable, ClassVar
 
 import torch
+
+from diracbench.operators.severity import Severity, SeverityParameter, SeveritySchedule
+
+# How a decomposition's singular values are structured, which decides how DDRM thresholds them.
+ELEMENTWISE = "elementwise"  # one independent value per spectral coefficient
+SEPARABLE = "separable"  # s = outer(s_rows, s_cols): thresholded factor by factor
 
 
 class SpectralDecomposition(ABC):
     """A = U diag(s) V^T; coefficients live on an (C, H, W)-shaped spectral grid."""
+
+    spectrum: ClassVar[str] = ELEMENTWISE
 
     @property
     @abstractmethod
@@ -39,9 +54,24 @@ class SpectralDecomposition(ABC):
         """A x rebuilt from the pieces (used to check them against `forward`)."""
         return self.U(self.singular_values * self.Vt(x))
 
+    def thresholded(self, threshold: float) -> torch.Tensor:
+        """Singular values with those below `threshold` set to exactly 0 ("no information")."""
+        s = self.singular_values
+        return torch.where(s >= threshold, s, torch.zeros_like(s))
+
 
 class LinearOperator(ABC):
     """A fixed linear degradation on image batches (B, C, H, W)."""
+
+    @property
+    @abstractmethod
+    def x_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of an input image."""
+
+    @property
+    @abstractmethod
+    def y_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of a measurement."""
 
     @abstractmethod
     def forward(self, x: torch.Tensor) -> torch.Tensor: ...
@@ -76,7 +106,12 @@ class LinearOperator(ABC):
 class DegradationFamily(ABC):
     """{A_t}: severity 0 is (almost) clean, severity 1 is the measurement's degradation."""
 
-    kind: str
+    kind: ClassVar[str]
+    severity_parameter: ClassVar[SeverityParameter]
+    # A small valid config section of this kind (what the contract tests build every kind from).
+    example_config: ClassVar[dict]
+    image_size: tuple[int, int]
+    channels: int
 
     @abstractmethod
     def apply(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
@@ -89,8 +124,69 @@ class DegradationFamily(ABC):
     def to_dict(self) -> dict:
         """Every parameter needed to rebuild the family (written to operator.json)."""
 
+    @classmethod
+    @abstractmethod
+    def from_config(
+        cls,
+        cfg: dict,
+        image_size: int | tuple[int, int],
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        channels: int = 3,
+    ) -> "DegradationFamily":
+        """The family of a config section `tasks.<task>.operator`, with the linear severity rule."""
+
+    @classmethod
+    @abstractmethod
+    def from_dict(
+        cls,
+        spec: dict,
+        device: torch.device | str = "cpu",
+        severity: SeveritySchedule | None = None,
+        channels: int = 3,
+    ) -> "DegradationFamily":
+        """The family of operator.json's family dict; `severity` replaces its stored schedule."""
+
+    @property
+    def severity(self) -> Severity:
+        return Severity(self.severity_parameter, getattr(self, self.severity_parameter.name))
+
+    @property
+    def x_shape(self) -> tuple[int, int, int]:
+        return (self.channels, *self.image_size)
+
+    @property
+    def y_shape(self) -> tuple[int, int, int]:
+        return (self.channels, *self.image_size)
+
+    def transition(self, t: float, t_next: float) -> LinearOperator | None:
+        """G with A_{t_next} = G A_t for t <= t_next, where the family is nested and knows G;
+        None makes no claim."""
+        return None
+
     def measurement_operator(self) -> LinearOperator:
         return self.at(1.0)
+
+
+class OperatorCache:
+    """Fixed operators of one family by severity, least recently used dropped first."""
+
+    def __init__(self, size: int) -> None:
+        self._ops: OrderedDict[float, LinearOperator] = OrderedDict()
+        self._size = size
+
+    def get(self, t: float, build: Callable[[float], LinearOperator]) -> LinearOperator:
+        key = round(float(t), 12)
+        op = self._ops.get(key)
+        if op is None:
+            with torch.inference_mode(False):  # cached: must stay usable by autograd (guidance)
+                op = build(key)
+            self._ops[key] = op
+            if len(self._ops) > self._size:
+                self._ops.popitem(last=False)
+        else:
+            self._ops.move_to_end(key)
+        return op
 
 
 def per_image(t: float | torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
@@ -101,3 +197,10 @@ def per_image(t: float | torch.Tensor, batch: int, device: torch.device) -> torc
     if t.shape != (batch,):
         raise ValueError(f"expected one severity per image ({batch}), got shape {tuple(t.shape)}")
     return t
+
+
+def image_hw(image_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """(H, W) from a config's square `image_size` or an explicit pair."""
+    if isinstance(image_size, (tuple, list)):
+        return (int(image_size[0]), int(image_size[1]))
+    return (int(image_size), int(image_size))

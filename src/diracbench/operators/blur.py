@@ -11,17 +11,14 @@ inside a `kernel_size` window, normalised to sum 1, computed in float64.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import torch
 
 from diracbench.errors import UserError
-from diracbench.operators.base import DegradationFamily, LinearOperator, SpectralDecomposition, per_image
-from diracbench.operators.severity import SeveritySchedule, schedule_from_dict
+from diracbench.operators.base import SEPARABLE, DegradationFamily, LinearOperator, OperatorCache, SpectralDecomposition, image_hw, per_image
+from diracbench.operators.severity import LinearSchedule, SeverityParameter, SeveritySchedule
 
 # Task registry entry (read as a literal by diracbench.tasks, without importing this module).
 TASK_SPECS = {"deblur": {"operator": "blur", "title": "Gaussian deblurring", "objective": "lpips", "order": 10}}
-
 
 
 def gaussian_taps(std: torch.Tensor, kernel_size: int) -> torch.Tensor:
@@ -61,6 +58,8 @@ def padded_correlation_basis(n: int, kernel_size: int) -> torch.Tensor:
 class SeparableSVD(SpectralDecomposition):
     """SVD of X -> H_r X H_c^T from the SVDs of H_r and H_c (shared over channels)."""
 
+    spectrum = SEPARABLE
+
     def __init__(self, H_r: torch.Tensor, H_c: torch.Tensor, dtype: torch.dtype) -> None:
         Ur, sr, Vrt = torch.linalg.svd(H_r.to(torch.float64))
         Uc, sc, Vct = torch.linalg.svd(H_c.to(torch.float64))
@@ -86,13 +85,29 @@ class SeparableSVD(SpectralDecomposition):
     def U(self, z: torch.Tensor) -> torch.Tensor:
         return self._Ur @ z @ self._Uc.T
 
+    def thresholded(self, threshold: float) -> torch.Tensor:
+        """Zero the 1-D singular values below `threshold`, then form the 2-D products (the
+        official DDRM deblurring rule: a factor below it removes its whole row or column)."""
+        sr, sc = self.row_singular_values, self.col_singular_values
+        sr = torch.where(sr >= threshold, sr, torch.zeros_like(sr))
+        sc = torch.where(sc >= threshold, sc, torch.zeros_like(sc))
+        return torch.outer(sr, sc).unsqueeze(0)
+
 
 class BlurOperator(LinearOperator):
     """A fixed blur X -> H_r X H_c^T applied to every channel."""
 
-    def __init__(self, H_r: torch.Tensor, H_c: torch.Tensor, std: float) -> None:
-        self.H_r, self.H_c, self.std = H_r, H_c, std
+    def __init__(self, H_r: torch.Tensor, H_c: torch.Tensor, std: float, channels: int = 3) -> None:
+        self.H_r, self.H_c, self.std, self.channels = H_r, H_c, std, int(channels)
         self._svd: SeparableSVD | None = None
+
+    @property
+    def x_shape(self) -> tuple[int, int, int]:
+        return (self.channels, int(self.H_r.shape[1]), int(self.H_c.shape[1]))
+
+    @property
+    def y_shape(self) -> tuple[int, int, int]:
+        return (self.channels, int(self.H_r.shape[0]), int(self.H_c.shape[0]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.H_r.to(x.dtype) @ x @ self.H_c.to(x.dtype).T
@@ -113,6 +128,8 @@ class GaussianBlurFamily(DegradationFamily):
     """A_t = blur with std s(t); s(0) is the residual blur, s(1) the measurement's."""
 
     kind = "blur"
+    severity_parameter = SeverityParameter("std", "blur std (px)", "std_schedule", "std_t1")
+    example_config = {"kind": "blur", "kernel_size": 13, "std_min": 0.3, "std_max": 1.0}
 
     def __init__(
         self,
@@ -122,6 +139,7 @@ class GaussianBlurFamily(DegradationFamily):
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
         cache_size: int = 512,
+        channels: int = 3,
     ) -> None:
         if kernel_size % 2 != 1:
             raise UserError(f"blur kernel_size must be odd (got {kernel_size})")
@@ -130,11 +148,23 @@ class GaussianBlurFamily(DegradationFamily):
         self.std = std
         self.device = torch.device(device)
         self.dtype = dtype
+        self.channels = int(channels)
         h, w = self.image_size
         self._basis_r = padded_correlation_basis(h, kernel_size).to(self.device, dtype)
         self._basis_c = self._basis_r if w == h else padded_correlation_basis(w, kernel_size).to(self.device, dtype)
-        self._cache: OrderedDict[float, BlurOperator] = OrderedDict()
-        self._cache_size = cache_size
+        self._cache = OperatorCache(cache_size)
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: dict,
+        image_size: int | tuple[int, int],
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        channels: int = 3,
+    ) -> "GaussianBlurFamily":
+        std = LinearSchedule(float(cfg["std_min"]), float(cfg["std_max"]))
+        return cls(image_hw(image_size), int(cfg["kernel_size"]), std, device=device, dtype=dtype, channels=channels)
 
     def std_at(self, t: float | torch.Tensor) -> torch.Tensor:
         return self.std(torch.as_tensor(t, dtype=torch.float64))
@@ -147,18 +177,11 @@ class GaussianBlurFamily(DegradationFamily):
         return H_r, H_c
 
     def at(self, t: float) -> BlurOperator:
-        key = round(float(t), 12)
-        op = self._cache.get(key)
-        if op is None:
-            with torch.inference_mode(False):  # cached: must stay usable by autograd (guidance)
-                H_r, H_c = self.matrices(torch.tensor([key], dtype=torch.float64))
-            op = BlurOperator(H_r[0], H_c[0], float(self.std_at(key)))
-            self._cache[key] = op
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        else:
-            self._cache.move_to_end(key)
-        return op
+        def build(key: float) -> BlurOperator:
+            H_r, H_c = self.matrices(torch.tensor([key], dtype=torch.float64))
+            return BlurOperator(H_r[0], H_c[0], float(self.std_at(key)), self.channels)
+
+        return self._cache.get(t, build)
 
     def apply(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
         if not torch.is_tensor(t) or t.ndim == 0:
@@ -179,7 +202,9 @@ class GaussianBlurFamily(DegradationFamily):
         }
 
     @classmethod
-    def from_dict(cls, spec: dict, device: torch.device | str = "cpu", std: SeveritySchedule | None = None) -> "GaussianBlurFamily":
-        schedule = std if std is not None else schedule_from_dict(spec["std_schedule"])
-        return cls(tuple(spec["image_size"]), int(spec["kernel_size"]), schedule, device=device)
+    def from_dict(
+        cls, spec: dict, device: torch.device | str = "cpu", severity: SeveritySchedule | None = None, channels: int = 3
+    ) -> "GaussianBlurFamily":
+        schedule = severity if severity is not None else cls.severity_parameter.schedule_in(spec)
+        return cls(tuple(spec["image_size"]), int(spec["kernel_size"]), schedule, device=device, channels=channels)
 

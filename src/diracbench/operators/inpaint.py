@@ -8,17 +8,14 @@ every solver must use A = diag(m) as is.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import torch
 
-from diracbench.operators.base import DegradationFamily, LinearOperator, SpectralDecomposition, per_image
-from diracbench.operators.severity import SeveritySchedule, schedule_from_dict
+from diracbench.operators.base import DegradationFamily, LinearOperator, OperatorCache, SpectralDecomposition, image_hw, per_image
+from diracbench.operators.severity import LinearSchedule, SeverityParameter, SeveritySchedule
 
 # Task registry entry (read as a literal by diracbench.tasks, without importing this module).
 # The paper tunes inpainting for a distribution distance (FD-VGG stands in for FID offline).
 TASK_SPECS = {"inpaint": {"operator": "inpaint", "title": "Inpainting", "objective": "fd_vgg", "order": 20}}
-
 
 
 def smooth_masks(
@@ -67,8 +64,16 @@ class DiagonalSVD(SpectralDecomposition):
 class MaskOperator(LinearOperator):
     """A x = m ⊙ x with the same mask on every channel (self-adjoint)."""
 
-    def __init__(self, mask: torch.Tensor, std: float) -> None:
-        self.mask, self.std = mask, std  # mask: (1, 1, H, W)
+    def __init__(self, mask: torch.Tensor, std: float, channels: int = 3) -> None:
+        self.mask, self.std, self.channels = mask, std, int(channels)  # mask: (1, 1, H, W)
+
+    @property
+    def x_shape(self) -> tuple[int, int, int]:
+        return (self.channels, int(self.mask.shape[-2]), int(self.mask.shape[-1]))
+
+    @property
+    def y_shape(self) -> tuple[int, int, int]:
+        return self.x_shape
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.mask.to(x.dtype) * x
@@ -84,6 +89,8 @@ class SmoothMaskFamily(DegradationFamily):
     """A_t x = m_t ⊙ x with mask std s(t); s(0) = 0 gives the identity."""
 
     kind = "inpaint"
+    severity_parameter = SeverityParameter("mask_std", "mask std (px)", "mask_std_schedule", "mask_std_t1")
+    example_config = {"kind": "inpaint", "mask_std_min": 0.1, "mask_std_max": 3.0, "mask_power": 4}
 
     def __init__(
         self,
@@ -94,6 +101,7 @@ class SmoothMaskFamily(DegradationFamily):
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
         cache_size: int = 512,
+        channels: int = 3,
     ) -> None:
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.mask_std = mask_std
@@ -101,8 +109,20 @@ class SmoothMaskFamily(DegradationFamily):
         self.centre = centre if centre is not None else (self.image_size[0] // 2, self.image_size[1] // 2)
         self.device = torch.device(device)
         self.dtype = dtype
-        self._cache: OrderedDict[float, MaskOperator] = OrderedDict()
-        self._cache_size = cache_size
+        self.channels = int(channels)
+        self._cache = OperatorCache(cache_size)
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: dict,
+        image_size: int | tuple[int, int],
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        channels: int = 3,
+    ) -> "SmoothMaskFamily":
+        std = LinearSchedule(float(cfg["mask_std_min"]), float(cfg["mask_std_max"]))
+        return cls(image_hw(image_size), std, float(cfg["mask_power"]), device=device, dtype=dtype, channels=channels)
 
     def std_at(self, t: torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(t, dtype=torch.float64)
@@ -113,17 +133,10 @@ class SmoothMaskFamily(DegradationFamily):
         return smooth_masks(self.std_at(t), self.image_size, self.power, self.centre).to(self.device, self.dtype)
 
     def at(self, t: float) -> MaskOperator:
-        key = round(float(t), 12)
-        op = self._cache.get(key)
-        if op is None:
-            with torch.inference_mode(False):  # cached: must stay usable by autograd (guidance)
-                op = MaskOperator(self.masks(torch.tensor([key], dtype=torch.float64)), float(self.std_at(torch.tensor(key))))
-            self._cache[key] = op
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        else:
-            self._cache.move_to_end(key)
-        return op
+        def build(key: float) -> MaskOperator:
+            return MaskOperator(self.masks(torch.tensor([key], dtype=torch.float64)), float(self.std_at(torch.tensor(key))), self.channels)
+
+        return self._cache.get(t, build)
 
     def apply(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
         if not torch.is_tensor(t) or t.ndim == 0:
@@ -143,6 +156,8 @@ class SmoothMaskFamily(DegradationFamily):
         }
 
     @classmethod
-    def from_dict(cls, spec: dict, device: torch.device | str = "cpu", std: SeveritySchedule | None = None) -> "SmoothMaskFamily":
-        schedule = std if std is not None else schedule_from_dict(spec["mask_std_schedule"])
-        return cls(tuple(spec["image_size"]), schedule, float(spec["mask_power"]), tuple(spec["mask_centre"]), device=device)
+    def from_dict(
+        cls, spec: dict, device: torch.device | str = "cpu", severity: SeveritySchedule | None = None, channels: int = 3
+    ) -> "SmoothMaskFamily":
+        schedule = severity if severity is not None else cls.severity_parameter.schedule_in(spec)
+        return cls(tuple(spec["image_size"]), schedule, float(spec["mask_power"]), tuple(spec["mask_centre"]), device=device, channels=channels)

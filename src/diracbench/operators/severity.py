@@ -1,8 +1,12 @@
-"""Severity schedules: how a degradation parameter (blur std, mask std) moves with t in [0, 1].
+"""Severity schedules: how a degradation parameter (blur std, mask std, ...) moves with t in [0, 1].
 
 Every schedule maps a tensor of severities t to parameter values, elementwise, so a batch can
 carry one severity per image. Tables are interpolated piecewise-linearly, which is what the
 official `from_file` lookup does (first row with t_row >= t, interpolated with the previous row).
+
+Each family class declares its one severity parameter (`SeverityParameter`: name, label, the
+operator.json keys), so the schedule tool, the end-point check of a learned schedule and plots
+treat every family alike; `Severity` binds that declaration to the schedule a family instance uses.
 """
 
 from __future__ import annotations
@@ -114,3 +118,50 @@ def schedule_from_dict(spec: dict) -> SeveritySchedule:
     if kind == "table":
         return TableSchedule.from_rows(spec["t"], spec["values"])
     raise UserError(f"unknown severity schedule kind {kind!r}; use 'linear' or 'table'")
+
+
+@dataclass(frozen=True)
+class SeverityParameter:
+    """The degradation parameter a family's severity t moves; declared once per family class."""
+
+    name: str  # the family's constructor argument and attribute holding the schedule
+    label: str  # axis label and message text, with units: "blur std (px)"
+    schedule_key: str  # operator.json family key of the schedule
+    end_key: str  # operator.json family key of the value at t = 1 (what the measurements used)
+
+    def schedule_in(self, family: dict) -> SeveritySchedule:
+        """The schedule stored in an operator.json family dict."""
+        return schedule_from_dict(family[self.schedule_key])
+
+
+@dataclass(frozen=True)
+class Severity:
+    """A family's severity parameter together with the schedule it follows."""
+
+    parameter: SeverityParameter
+    schedule: SeveritySchedule
+
+    @property
+    def name(self) -> str:
+        return self.parameter.name
+
+    @property
+    def label(self) -> str:
+        return self.parameter.label
+
+    @property
+    def keys(self) -> tuple[str, str]:
+        """(schedule key, value-at-t=1 key) of operator.json's family dict."""
+        return self.parameter.schedule_key, self.parameter.end_key
+
+    def __call__(self, t: float | torch.Tensor) -> torch.Tensor:
+        return self.schedule(torch.as_tensor(t, dtype=torch.float64))
+
+    @property
+    def start(self) -> float:
+        """The schedule's value at t = 0 (a family may still act as the identity there)."""
+        return float(self.schedule(torch.tensor(0.0)))
+
+    @property
+    def end(self) -> float:
+        return float(self.schedule(torch.tensor(1.0)))

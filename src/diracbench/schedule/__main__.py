@@ -1,10 +1,10 @@
 """`python -m diracbench.schedule`: the severity schedule of one task (paper Algorithm 2 / Fig. 7).
 
 Kinds (`--settings` key `schedule.kind`):
-- `greedy`: candidates on linspace(value(0), value(1), grid_size) of the operator's parameter
-  (blur std or mask std); distance = mean over `n_images` seeded training images of LPIPS /
-  MSE / RMSE between the noiseless degradations; `budget` interior points chosen greedily and
-  placed at t = k / (budget + 1).
+- `greedy`: candidates on linspace(value(0), value(1), grid_size) of the family's declared severity
+  parameter (blur std, mask std, SR strength); distance = mean over `n_images` seeded training
+  images of LPIPS / MSE / RMSE between the noiseless degradations; `budget` interior points chosen
+  greedily and placed at t = k / (budget + 1).
 - `from_file`: a two-column (t, value) table, e.g. the official blur schedule; it must start and
   end at the operator's configured values.
 - `linear`: the two-row table (0, value(0)), (1, value(1)).
@@ -34,8 +34,7 @@ from diracbench import cli
 from diracbench.data import load_split, to_unit_float
 from diracbench.errors import UserError
 from diracbench.io import OutputSet
-from diracbench.operators import LinearSchedule, family_from_spec, load_operator_spec, read_schedule_table
-from diracbench.operators.severity import schedule_from_dict
+from diracbench.operators import LinearSchedule, Severity, family_from_spec, load_operator_spec, operator_kind, read_schedule_table
 from diracbench.provenance import write_provenance
 from diracbench.runtime import configure_threads, device_description, resolve_device
 from diracbench.schedule.distances import FeatureDistance, make_embedding
@@ -48,11 +47,11 @@ END_POINT_RTOL = 1e-5
 
 
 def parameter_range(spec: dict) -> tuple[str, float, float]:
-    """(parameter name, value at t=0, value at t=1) of the operator.json family."""
+    """(parameter label, value at t=0, value at t=1) of the operator.json family's declared severity."""
     fam = spec["family"]
-    key, label = ("std_schedule", "blur std (px)") if fam["kind"] == "blur" else ("mask_std_schedule", "mask std (px)")
-    sched = schedule_from_dict(fam[key])
-    return label, float(sched(torch.tensor(0.0))), float(sched(torch.tensor(1.0)))
+    param = operator_kind(fam["kind"], "operator.json family kind").family.severity_parameter
+    severity = Severity(param, param.schedule_in(fam))
+    return severity.label, severity.start, severity.end
 
 
 def pick_images(train: np.ndarray, n: int, seed: int, task: str) -> torch.Tensor:
