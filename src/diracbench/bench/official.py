@@ -11,7 +11,9 @@ bought with a different result (tests/unit/test_bench_official.py checks the num
   (truncation at 4 std), normalising by the maximum, taking 1 - ., cropping and raising to the
   mask power, also on every call. The severity schedule is looked up per call as well.
 - **One image at a time.** The official sampler (`reconstruction/reverse_diffusion.py`) supports
-  batch size 1 only: `official_style_sample` loops over images, and within each image over steps.
+  batch size 1 only: `official_style_sample` runs diracbench's own `dirac_sample` on one image at
+  a time over `OfficialStyleFamily`, whose operators are rebuilt on every application, so the
+  algorithm is the same code and only batching and operator reuse differ.
 - **One sample at a time in the loss.** The official data transform draws t and degrades each
   sample separately, and its incremental-reconstruction loss applies A_tau sample by sample (to
   the estimate and to x0, not using linearity); the network itself runs on the whole batch, as
@@ -24,8 +26,7 @@ operator reuse. Random numbers come from the same per-image generators as the ba
 
 from __future__ import annotations
 
-import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -33,8 +34,8 @@ import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 from torch import nn
 
-from diracbench.dirac.sampler import GUIDANCE_SIGNS, SamplerSettings
-from diracbench.operators import DegradationFamily, GaussianBlurFamily, GeometricNoise, SmoothMaskFamily
+from diracbench.dirac.sampler import SamplerSettings, dirac_sample
+from diracbench.operators import DegradationFamily, GeometricNoise, LinearOperator
 
 
 def official_blur_kernel(std: float, kernel_size: int) -> np.ndarray:
@@ -64,82 +65,101 @@ def official_mask(std: float, image_size: tuple[int, int], power: float, centre:
     return np.clip(mask[top : top + h, left : left + w], 0.0, None) ** power
 
 
+def _official_blur(family: DegradationFamily, x: torch.Tensor, t: float) -> torch.Tensor:
+    std = float(family.std_at(torch.tensor(float(t), dtype=torch.float64)))
+    k = family.kernel_size
+    c = x.shape[1]
+    conv = nn.Conv2d(c, c, k, groups=c, bias=False).to(x.device)
+    conv.weight.requires_grad_(False)
+    kernel = torch.from_numpy(official_blur_kernel(std, k)).to(x.device, torch.float32)
+    conv.weight.copy_(kernel.expand(c, 1, k, k))
+    pad = k // 2
+    return conv(F.pad(x, (pad, pad, pad, pad), mode="reflect"))
+
+
+def _official_mask(family: DegradationFamily, x: torch.Tensor, t: float) -> torch.Tensor:
+    std = float(family.std_at(torch.tensor(float(t), dtype=torch.float64)))
+    mask = torch.from_numpy(official_mask(std, family.image_size, family.power, family.centre)).to(x.device, torch.float32)
+    return mask * x
+
+
+# Operator kind -> how the official code builds and applies A_t (from scratch, on every call).
+OFFICIAL_BUILDERS: dict[str, Callable[[DegradationFamily, torch.Tensor, float], torch.Tensor]] = {"blur": _official_blur, "inpaint": _official_mask}
+
+
 def official_apply(family: DegradationFamily, x: torch.Tensor, t: float) -> torch.Tensor:
-    """A_t(x) for one image (1, C, H, W), with the operator built from scratch for this call."""
-    if isinstance(family, GaussianBlurFamily):
-        std = float(family.std_at(torch.tensor(float(t), dtype=torch.float64)))
-        k = family.kernel_size
-        c = x.shape[1]
-        conv = nn.Conv2d(c, c, k, groups=c, bias=False).to(x.device)
-        conv.weight.requires_grad_(False)
-        kernel = torch.from_numpy(official_blur_kernel(std, k)).to(x.device, torch.float32)
-        conv.weight.copy_(kernel.expand(c, 1, k, k))
-        pad = k // 2
-        return conv(F.pad(x, (pad, pad, pad, pad), mode="reflect"))
-    if isinstance(family, SmoothMaskFamily):
-        std = float(family.std_at(torch.tensor(float(t), dtype=torch.float64)))
-        mask = torch.from_numpy(official_mask(std, family.image_size, family.power, family.centre)).to(x.device, torch.float32)
-        return mask * x
-    raise TypeError(f"no official-style operator for {type(family).__name__}")
+    """A_t(x) for one image (1, C, H, W), with the operator built from scratch for this call.
+
+    A kind the official code does not have (a task added to diracbench) is rebuilt from its own
+    operator.json description on every call: the same cost pattern, diracbench's arithmetic."""
+    build = OFFICIAL_BUILDERS.get(family.kind)
+    if build is not None:
+        return build(family, x, t)
+    return type(family).from_dict(family.to_dict(), device=x.device).at(float(t)).forward(x)
 
 
-@torch.no_grad()
-def _no_grad_apply(family: DegradationFamily, x: torch.Tensor, t: float) -> torch.Tensor:
-    return official_apply(family, x, t)
+class _OfficialOperator(LinearOperator):
+    """A_t whose every application rebuilds it (`official_apply`); only `forward` is used."""
+
+    def __init__(self, family: DegradationFamily, t: float) -> None:
+        self.family, self.t = family, float(t)
+
+    @property
+    def x_shape(self) -> tuple[int, int, int]:
+        return self.family.x_shape
+
+    @property
+    def y_shape(self) -> tuple[int, int, int]:
+        return self.family.y_shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([official_apply(self.family, x[i : i + 1], self.t) for i in range(x.shape[0])])
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError("the official-style operator is only applied forwards")
+
+    def svd(self):
+        raise NotImplementedError("the official-style operator has no SVD")
 
 
-def _sample_one(model: nn.Module, family: DegradationFamily, noise: GeometricNoise, y: torch.Tensor, generator: torch.Generator, s: SamplerSettings) -> tuple[torch.Tensor, int]:
-    """Algorithm 1 on one image (1, C, H, W), every operator rebuilt where it is used."""
-    sign = GUIDANCE_SIGNS[s.guidance_sign]
-    sigma_1 = float(noise(1.0))
-    y = y.float()
-    y_t = y.clone()
-    for i in range(s.steps):
-        t, t_next = s.t_at(i), s.t_at(i + 1)
-        s2, sn2 = float(noise(t)) ** 2, float(noise(t_next)) ** 2
-        sig = torch.tensor([math.sqrt(s2)], device=y.device, dtype=torch.float32)
-        last = s.is_last(i)
-        returns_x0 = last and s.output == "x0_hat"
-        guided = s.guidance != "none" and s2 > sn2 and not returns_x0
-        if guided:
-            with torch.enable_grad():
-                y_in = y_t.detach().requires_grad_(True)
-                x0_hat = model(y_in, sig).float()
-                resid2 = (y - official_apply(family, x0_hat, 1.0)).pow(2).sum()
-                (grad,) = torch.autograd.grad(resid2, y_in)
-            x0_hat = x0_hat.detach()
-        else:
-            with torch.no_grad():
-                x0_hat = model(y_t, sig).float()
-        if returns_x0:
-            return x0_hat, i + 1
-        a_t = _no_grad_apply(family, x0_hat, t)
-        if s.estimator == "small_look_ahead":
-            update = (s.dt / s.delta) * (_no_grad_apply(family, x0_hat, max(t - s.delta, 0.0)) - a_t)
-        elif s.estimator == "look_back" and i > 0:
-            update = a_t - _no_grad_apply(family, x0_hat, s.t_at(i - 1))
-        else:
-            update = _no_grad_apply(family, x0_hat, t_next) - a_t
-        if s2 > sn2:
-            update = update + ((s2 - sn2) / s2) * (a_t - y_t)
-            if guided:
-                c = s.zeta * 0.5 / sigma_1**2 if s.guidance == "std" else s.zeta / max(float(resid2.detach().sqrt()), 1e-12)
-                update = update + sign * (s2 - sn2) * c * grad
-            z = torch.randn(tuple(y_t.shape[1:]), generator=generator, device=generator.device, dtype=torch.float32).to(y.device)
-            update = update + math.sqrt(s2 - sn2) * z.unsqueeze(0)
-        y_t = (y_t + update).detach()
-        if last:
-            return y_t, i + 1
-    raise AssertionError("unreachable: the last step always returns")
+class OfficialStyleFamily(DegradationFamily):
+    """A family whose operators are rebuilt on every call, as the official code builds them:
+    `dirac_sample` over it runs Algorithm 1 with the official code's operator cost."""
+
+    def __init__(self, family: DegradationFamily) -> None:
+        self.family = family
+        self.kind = family.kind
+        self.severity_parameter = family.severity_parameter
+        self.image_size, self.channels = family.image_size, family.channels
+
+    @classmethod
+    def from_config(cls, cfg: dict, image_size, device="cpu", dtype=torch.float32, channels: int = 3) -> "OfficialStyleFamily":
+        raise TypeError("OfficialStyleFamily wraps a built family: OfficialStyleFamily(family)")
+
+    @classmethod
+    def from_dict(cls, spec: dict, device="cpu", severity=None, channels: int = 3) -> "OfficialStyleFamily":
+        raise TypeError("OfficialStyleFamily wraps a built family: OfficialStyleFamily(family)")
+
+    def apply(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
+        ts = [float(t)] * x.shape[0] if not torch.is_tensor(t) or t.ndim == 0 else [float(v) for v in t]
+        return torch.cat([official_apply(self.family, x[i : i + 1], ts[i]) for i in range(x.shape[0])])
+
+    def at(self, t: float) -> LinearOperator:
+        return _OfficialOperator(self.family, t)
+
+    def to_dict(self) -> dict:
+        return self.family.to_dict()
 
 
 def official_style_sample(model: nn.Module, family: DegradationFamily, noise: GeometricNoise, y: torch.Tensor, generators: Sequence[torch.Generator], settings: SamplerSettings) -> tuple[torch.Tensor, int]:
-    """The reverse process one image at a time (batch 1), as the official sampler runs it."""
+    """The reverse process one image at a time (batch 1), as the official sampler runs it: the
+    same `dirac_sample`, over operators rebuilt on every application."""
     if len(generators) != y.shape[0]:
         raise ValueError(f"need one generator per image ({y.shape[0]}), got {len(generators)}")
+    official = OfficialStyleFamily(family)
     outs, nfe = [], 0
     for i in range(y.shape[0]):
-        out, nfe = _sample_one(model, family, noise, y[i : i + 1], generators[i], settings)
+        out, nfe = dirac_sample(model, official, noise, y[i : i + 1], [generators[i]], settings)
         outs.append(out)
     return torch.cat(outs), nfe
 
