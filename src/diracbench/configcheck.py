@@ -10,6 +10,7 @@ import math
 from typing import Callable, Iterator
 
 from diracbench.errors import UserError
+from diracbench.tasks import registry as task_registry
 from diracbench.tasks import task_spec
 
 
@@ -39,7 +40,8 @@ def check_methods(methods: list[str], specs: dict, config: dict) -> None:
         if spec.tuning != "grid":
             continue
         grid = section.get("grid") or {}
-        for task in config["tasks"]:
+        # An unregistered task is check_config's error (one line naming the registered tasks).
+        for task in [t for t in config["tasks"] if t in task_registry()]:
             if task not in grid:
                 problems.append(f"{spec.section}.grid lacks the task {task!r}; give its values to search on val (or {{}} for none)")
             elif spec.tunes is not None:
@@ -98,6 +100,7 @@ def _problems(config: dict):
             yield from check(op, f"tasks.{task}.operator", sizes)
     yield from _dirac_steps(config)
     yield from _batch_sizes(config)
+    yield from _extended(config)
     for name, ds in config["datasets"].items():
         src = ds["source"]
         if src["kind"] == "photos":
@@ -107,6 +110,17 @@ def _problems(config: dict):
                     if photo in seen:
                         yield f"datasets.{name}.source.splits: photo {photo!r} is in both {seen[photo]!r} and {split!r}; a photo may be in one split only"
                     seen[photo] = split
+
+
+def _extended(config: dict) -> Iterator[str]:
+    """`extended:` may only name configured tasks and methods (it moves them out of `all`)."""
+    ext = config.get("extended") or {}
+    for key, configured in (("tasks", list(config["tasks"])), ("methods", list(config["methods"]))):
+        for name in ext.get(key, []):
+            if name not in configured:
+                yield f"extended.{key} names {name!r}, which is not configured; add it to '{key}' (configured: {configured}) or remove it from extended.{key}"
+    if ext and all(t in ext.get("tasks", []) for t in config["tasks"]):
+        yield "extended.tasks names every configured task; `all` needs at least one task of its own"
 
 
 def _blur_problems(op: dict, key: str, sizes: dict[str, int]) -> Iterator[str]:

@@ -38,7 +38,6 @@ TRAJECTORY_COLUMNS = ("image", "name", "step", "t", "nfe", "dc", "psnr", "lpips"
 # names, order and colours come from the method registry.
 DIRAC_TRAJECTORY = "dirac"
 METHOD_ORDER = (DIRAC_TRAJECTORY,) + method_order()
-SEVERITY_LABEL = {"blur": "blur kernel std (px)", "inpaint": "mask std (px)"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,17 +274,20 @@ def fig_schedules(inputs: dict, settings: dict, out_stem: Path) -> list[Path]:
         df = read_csv(schedules[task], ("t", "value"), "the 'schedule' rule").sort_values("t")
         source = settings.get("schedules", {}).get(task)
         ax.plot(df["t"], df["value"], color="C0", lw=1.6, marker="o", markersize=2, label=schedule_label(source))
-        kind = None
+        label = "severity value"
         if task in operators:
             from diracbench.io import read_json
+            from diracbench.operators.registry import operator_kind
 
             fam = read_json(operators[task], "the 'measure' rule")["family"]
-            kind = fam.get("kind")
-            lin = fam.get("std_schedule") or fam.get("mask_std_schedule") or {}
+            # The family's own declaration names its parameter and where operator.json keeps it.
+            parameter = operator_kind(fam.get("kind"), f"{operators[task]}: family kind").family.severity_parameter
+            label = parameter.label
+            lin = fam.get(parameter.schedule_key) or {}
             if lin.get("kind") == "linear" and (source or {}).get("kind") != "linear":
                 ax.plot([0, 1], [lin["start"], lin["end"]], color="0.5", ls="--", lw=1, label="linear (config end points)")
         ax.set_xlabel("severity t")
-        ax.set_ylabel(SEVERITY_LABEL.get(kind, "severity value"))
+        ax.set_ylabel(label)
         ax.set_title(task_title(task), fontsize=9)
         ax.legend(fontsize=7)
     fig.suptitle(f"{settings['dataset']}: degradation schedules", fontsize=9)

@@ -301,3 +301,17 @@ def test_sr_factor_must_divide_the_image():
         family_from_config({"kind": "downsample", "factor": 3}, 16)
     problems = list(configcheck.OPERATOR_CHECKS["downsample"]({"kind": "downsample", "factor": 3}, "tasks.sr4.operator", {"photos": 16}))
     assert problems and "tasks.sr4.operator.factor" in problems[0]
+
+
+def test_scico_adapters_live_where_the_workflow_finds_them():
+    # workflow/rules/methods_common.smk makes operators/*_scico.py code inputs of the scico jobs;
+    # an adapter elsewhere would let its edits rerun nothing.
+    from pathlib import Path
+
+    import diracbench.operators.registry as reg
+
+    folder = Path(reg.__file__).parent
+    for entry in reg.OPERATOR_KINDS.values():
+        module, _, name = entry.scico_adapter.partition(":")
+        assert module.startswith("diracbench.operators.") and module.endswith("_scico"), entry
+        assert (folder / f"{module.rsplit('.', 1)[1]}.py").is_file() and callable(entry.scico), entry

@@ -51,9 +51,19 @@ def method_resource(stage, key):
     return lambda wildcards: METHOD_SPECS[wildcards.method].job_resources(stage)[key]
 
 
+# The scico adapter of every operator kind (operators/<name>_scico.py, loaded by name through the
+# operator registry): code inputs of the scico methods' jobs, and of theirs only.
+SCICO_ADAPTERS = sorted(f"diracbench.operators.{p.stem}" for p in (SRC / "diracbench" / "operators").glob("*_scico.py"))
+
+
 def method_code(stage):
     """The stage's CLI and the method's module (loaded by name at run time, so named here)."""
-    return lambda wildcards: code(stage, METHOD_SPECS[wildcards.method].module)
+
+    def files(wildcards):
+        spec = METHOD_SPECS[wildcards.method]
+        return code(stage, spec.module, *(SCICO_ADAPTERS if spec.env == "scico" else ()))
+
+    return files
 
 
 TUNE_SHARD = "results/{dataset}/{task}/{method}/tuning/shards/{shard}-of-{shards}.npz"

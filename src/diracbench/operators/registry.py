@@ -10,39 +10,46 @@ tests/unit/test_operator_contract.py runs the operator contract on every kind re
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from diracbench.errors import UserError
 from diracbench.operators.base import DegradationFamily
 from diracbench.operators.blur import GaussianBlurFamily
-from diracbench.operators.blur_scico import scico_blur
 from diracbench.operators.downsample import DownsampleFamily
-from diracbench.operators.downsample_scico import scico_downsample
 from diracbench.operators.inpaint import SmoothMaskFamily
-from diracbench.operators.inpaint_scico import scico_mask
-from diracbench.scico_ops import ScicoOperator
+
+if TYPE_CHECKING:
+    from diracbench.scico_ops import ScicoOperator
 
 # (operator.json family dict, (N, H, W, C), blur_impl) -> A_1 in JAX with its exact normal solve.
-ScicoAdapter = Callable[[dict, tuple[int, int, int, int], str], ScicoOperator]
+ScicoAdapter = Callable[[dict, tuple[int, int, int, int], str], "ScicoOperator"]
 
 
 @dataclass(frozen=True)
 class OperatorKind:
     family: type[DegradationFamily]
-    scico: ScicoAdapter
+    # "module:function", imported on use: only the scico jobs load the adapters, so an edit to
+    # them (or to scico_ops) reruns the scico methods, not every job that builds a torch operator.
+    scico_adapter: str
 
     @property
     def kind(self) -> str:
         return self.family.kind
 
+    @property
+    def scico(self) -> ScicoAdapter:
+        module, _, name = self.scico_adapter.partition(":")
+        return getattr(importlib.import_module(module), name)
+
 
 OPERATOR_KINDS: dict[str, OperatorKind] = {
     entry.kind: entry
     for entry in (
-        OperatorKind(GaussianBlurFamily, scico_blur),
-        OperatorKind(SmoothMaskFamily, scico_mask),
-        OperatorKind(DownsampleFamily, scico_downsample),
+        OperatorKind(GaussianBlurFamily, "diracbench.operators.blur_scico:scico_blur"),
+        OperatorKind(SmoothMaskFamily, "diracbench.operators.inpaint_scico:scico_mask"),
+        OperatorKind(DownsampleFamily, "diracbench.operators.downsample_scico:scico_downsample"),
     )
 }
 
