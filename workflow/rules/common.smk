@@ -72,6 +72,9 @@ _EXTENDED = config.get("extended") or {}
 ALL_TASKS = ordered_tasks(config["tasks"])  # the task registry's order: column groups of Table 1
 TASKS = [t for t in ALL_TASKS if t not in _EXTENDED.get("tasks", [])]
 METHODS = [m for m in ALL_METHODS if m not in _EXTENDED.get("methods", [])]
+# The config as `all` sees it: for code that reads tasks and methods from a whole config
+# (Tables 2-3), so that the extended ones neither appear there nor get built for them.
+CORE_CONFIG = {**config, "tasks": {t: config["tasks"][t] for t in TASKS}, "methods": METHODS}
 
 
 def method_config(method):

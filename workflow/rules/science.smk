@@ -11,7 +11,7 @@ include: "science_common.smk"
 
 rule tables_hparams:
     input:
-        files=lambda w: list(hparams_inputs(config, w.dataset).values()),
+        files=lambda w: list(hparams_inputs(CORE_CONFIG, w.dataset).values()),
         code=code("tables_hparams"),
     output:
         t2=multiext("results/tables/{dataset}_table2_networks", ".md", ".tex", ".csv"),
@@ -31,7 +31,7 @@ rule tables_hparams:
             labels={"dataset": "{dataset}", "table": "Table 3 (sampling)"},
         ),
     params:
-        settings=settings(lambda w: hparams_settings(config, w.dataset)),
+        settings=settings(lambda w: hparams_settings(CORE_CONFIG, w.dataset)),
         inputs=hparams_input_args,
         out_stem="results/tables/{dataset}",
     log:

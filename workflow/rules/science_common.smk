@@ -7,7 +7,7 @@ def named_input_args(names_paths):
 
 
 def hparams_input_args(wildcards):
-    return named_input_args(hparams_inputs(config, wildcards.dataset))
+    return named_input_args(hparams_inputs(CORE_CONFIG, wildcards.dataset))
 
 
 def claims_input_args(wildcards, input):
