@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -28,6 +28,11 @@ import torch
 
 from diracbench.errors import UserError
 from diracbench.metrics.image_quality import data_consistency, psnr
+
+if TYPE_CHECKING:  # metrics sit below methods: the Problem type for annotations only
+    from diracbench.methods.base import Problem
+    from diracbench.metrics.perceptual import LPIPSMetric, VGGFeatures
+    from diracbench.operators import LinearOperator
 
 TRAJECTORY_COLUMNS = ["image", "name", "step", "t", "nfe", "dc", "psnr", "lpips"]
 # Row orders of `Trajectory.frame()`: the samplers' logs are image-major, the scico driver's
@@ -69,7 +74,7 @@ class Recorder:
     `Problem` (`select`, `subset`), and only ever passes reconstructions to it.
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, operator, names: Sequence[str]) -> None:
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, operator: LinearOperator, names: Sequence[str]) -> None:
         if x.ndim != 4 or tuple(x.shape) != tuple(y.shape) or len(names) != x.shape[0]:
             raise ValueError(f"a recorder needs x and y of one (N, C, H, W) shape and N names; got x {tuple(x.shape)}, y {tuple(y.shape)}, {len(names)} names")
         self.x = x
@@ -80,7 +85,7 @@ class Recorder:
         self._cache: dict = {}
 
     @classmethod
-    def for_problem(cls, problem, x: torch.Tensor) -> "Recorder":
+    def for_problem(cls, problem: Problem, x: torch.Tensor) -> "Recorder":
         """The recorder of a `Problem` whose clean images are `x` (same order)."""
         return cls(x.to(problem.y.device), problem.y, problem.operator, problem.names)
 
@@ -99,14 +104,16 @@ class Recorder:
 
     def select(self, index: Sequence[int]) -> "Recorder":
         """The images at `index` (repeats allowed), like `Problem.select`."""
-        idx = torch.as_tensor(list(index), dtype=torch.long, device=self.device)
+        index = [int(i) for i in index]
+        idx = torch.as_tensor(index, dtype=torch.long, device=self.device)
         return Recorder(self.x[idx], self.y[idx], self.operator, [self.names[i] for i in index])
 
     def trajectory(self, every: int = 1, lpips_every: int = 0, lpips: dict | None = None, deferred: bool = False, iterate: bool = False, order: Sequence[str] = IMAGE_MAJOR) -> "Trajectory":
         """A new log of one run on these images (see `Trajectory`)."""
         return Trajectory(self, every, lpips_every, lpips, deferred, iterate, order)
 
-    def lpips_metric(self, settings: dict):
+    def lpips_metric(self, settings: dict) -> LPIPSMetric:
+        """LPIPS with `settings` {net, upsample_below} on the recorder's device (built once)."""
         from diracbench.metrics.perceptual import LPIPSMetric
 
         key = ("lpips", settings["net"], int(settings["upsample_below"]))
@@ -114,7 +121,8 @@ class Recorder:
             self._cache[key] = LPIPSMetric(net=settings["net"], upsample_below=settings["upsample_below"], device=self.device)
         return self._cache[key]
 
-    def vgg_features(self, upsample_below: int):
+    def vgg_features(self, upsample_below: int) -> VGGFeatures:
+        """The FD-VGG descriptor network on the recorder's device (built once)."""
         from diracbench.metrics.perceptual import VGGFeatures
 
         key = ("vgg", int(upsample_below))
@@ -169,6 +177,7 @@ class Trajectory:
         self.seconds = 0.0
         self._blocks: list[dict] = []  # one per logged (batch, step), in recording order
         self._stored: dict[tuple[str, int], list[tuple[np.ndarray, torch.Tensor]]] = {}  # deferred images
+        self._rows: pd.DataFrame | None = None
         self._lpips_values: dict[str, np.ndarray] = {}
 
     def wants(self, step: int, last: bool) -> bool:
@@ -220,6 +229,7 @@ class Trajectory:
                 else:
                     block[f"lpips_{quantity}"] = rec.lpips_metric(self.lpips)(img, ref).cpu().numpy().astype(np.float64)
         self._blocks.append(block)
+        self._rows = None
         self._lpips_values.clear()
 
     # ------------------------------------------------------------------------------------------
@@ -228,7 +238,12 @@ class Trajectory:
     @property
     def rows(self) -> pd.DataFrame:
         """One row per logged step and image, in recording order: image, step, t, nfe, dc, psnr
-        (and psnr_iterate)."""
+        (and psnr_iterate). Shared: copy before changing it."""
+        if self._rows is None:
+            self._rows = self._build_rows()
+        return self._rows
+
+    def _build_rows(self) -> pd.DataFrame:
         frames = []
         for b in self._blocks:
             frame = pd.DataFrame({"image": b["image"], "step": b["step"], "t": b["t"], "nfe": b["nfe"], "dc": b["dc"], "psnr": b["psnr"]})
