@@ -111,6 +111,7 @@ def recorder_for(problem: Problem, ctx: RunContext) -> Recorder | None:
 
 
 def load_problem(operator_json: str | Path, measurements: str | Path, split: str, device: torch.device) -> Problem:
+    """A method's input from operator.json and a measurements file (its clean images stay behind)."""
     return _load(operator_json, measurements, split, device)[0]
 
 
