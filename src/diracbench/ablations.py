@@ -39,8 +39,9 @@ def lookahead_hparams(variant_cfg: dict, chosen_entry: dict, model_dt: float, ru
     return {**hp, "model_dt": float(model_dt), **run}
 
 
-def lookahead_scores(problem, settings: dict, chosen: dict, ctx) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """One row per Δt and variant (psnr, lpips, fd_vgg, nfe); PO's first images per Δt."""
+def lookahead_scores(problem, recorder, settings: dict, chosen: dict, ctx) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """One row per Δt and variant (psnr, lpips, fd_vgg, nfe) against the clean images of
+    `recorder` (the problem's); PO's first images per Δt."""
     import torch
 
     from diracbench.methods import dirac
@@ -49,7 +50,7 @@ def lookahead_scores(problem, settings: dict, chosen: dict, ctx) -> tuple[pd.Dat
     lp = settings["lpips"]
     lpips = LPIPSMetric(net=lp["net"], upsample_below=lp["upsample_below"], device=ctx.device)
     feats = VGGFeatures(upsample_below=lp["upsample_below"], device=ctx.device)
-    x = problem.x.clamp(0, 1)
+    x = recorder.x.clamp(0, 1)
     ref = feats(x.cpu()).numpy()
     run = {"batch_size": int(settings["batch_size"]), "lpips_every": 0, "lpips": lp, "posterior_images": 0, "posterior_samples": 0, "posterior_t_stop": None}
     n_show = min(int(settings["images"]), len(problem))
@@ -210,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         figure_lookahead(args.scores, args.samples, args.title, args.out_stem)
         return
     from diracbench.io import OutputSet
-    from diracbench.methods.base import RunContext, load_problem
+    from diracbench.methods.base import RunContext, load_problem_and_recorder
     from diracbench.runtime import configure_threads, resolve_device
     from diracbench.cli import parse_inputs
 
@@ -221,9 +222,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         if key not in s:
             raise UserError(f"ablations lookahead settings lack {key!r}")
     chosen = _read_chosen(args.chosen, s["variants"])
-    problem = load_problem(args.operator, args.measurements, "val", device).subset(s.get("max_images"))
+    problem, recorder = load_problem_and_recorder(args.operator, args.measurements, "val", device, s.get("max_images"))
+    # No recorder in the context: the runs are scored on their outputs, not along their paths.
     ctx = RunContext(device=device, threads=args.threads, seed=int(s["seed"]), inputs=parse_inputs(args.input))
-    scores, samples = lookahead_scores(problem, s, chosen, ctx)
+    scores, samples = lookahead_scores(problem, recorder, s, chosen, ctx)
     with OutputSet() as out:
         scores.to_csv(out.path(args.out_scores), index=False)
         with open(out.path(args.out_samples), "wb") as fh:  # a file object: np.savez adds no suffix

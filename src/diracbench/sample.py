@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -32,7 +33,7 @@ from diracbench.contracts import check_chosen
 from diracbench.errors import UserError
 from diracbench.io import read_yaml
 from diracbench.methods import load_method
-from diracbench.methods.base import Problem, RunContext, load_problem
+from diracbench.methods.base import Problem, RunContext, load_problem_and_recorder
 from diracbench.provenance import write_provenance
 from diracbench.runtime import configure_threads, device_description, resolve_device
 from diracbench.sharding import (
@@ -81,6 +82,8 @@ def _run_batch(method, name: str, problem: Problem, batch: Batch, hparams: dict,
     index = list(range(batch.start, batch.stop))
     index += [index[-1]] * (batch.size - len(index))  # a padded (scico) batch: copies of its last image
     sub = problem.select(index)
+    # The batch's own recorder: the method indexes it like `sub`, from 0.
+    ctx = replace(ctx, recorder=None if ctx.recorder is None else ctx.recorder.select(index))
     recon = method.reconstruct(sub, hparams, ctx, extras=False) if whole_split_extras else method.reconstruct(sub, hparams, ctx)
     real = batch.stop - batch.start
     if recon.x_hat.shape != tuple(sub.y.shape):
@@ -122,9 +125,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     s = args.settings
     method = load_method(args.method)
     extra_out = cli.parse_named_paths(args.extra_out, "--extra-out")
-    problem = load_problem(args.operator, args.measurements, args.split, device).subset(s.get("max_images"))
+    problem, recorder = load_problem_and_recorder(args.operator, args.measurements, args.split, device, s.get("max_images"))
     hparams = {**s.get("hparams", {}), **read_tuned(args.tuned, s.get("hparams", {}))}
-    ctx = RunContext(device=device, threads=args.threads, seed=int(s.get("seed", 0)), inputs=cli.parse_inputs(args.input))
+    ctx = RunContext(device=device, threads=args.threads, seed=int(s.get("seed", 0)), inputs=cli.parse_inputs(args.input), recorder=recorder)
     plan = batch_plan(args.method, len(problem), _batch_size(hparams, args.method))
     mine = shard_batches(plan, parse_shard(args.shard) if args.shard else None, args.images)
     start = mine[0].start if mine else (plan[-1].stop if plan else 0)

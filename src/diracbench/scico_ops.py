@@ -11,7 +11,9 @@ other images share its batch.
 Batch driver. `solve_candidates` runs one method on every (grid point, image) pair at once:
 vectorisable hyper-parameters (rho, lambda) become one value per batch element, the iteration
 count is read off a single longest run by snapshots, and the batch is cut into equal chunks so
-every chunk reuses the same compiled shapes.
+every chunk reuses the same compiled shapes. With a trajectory (metrics/recorder.py), every
+iterate of the jitted solver step goes to the recorder as a `StepRecord` (step k = after k
+iterations, 0 the initial x); the clean images never enter the driver.
 
 JAX is imported lazily (`jax_modules`) after `configure_jax` has set the platform and threads.
 """
@@ -22,11 +24,14 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from diracbench.errors import UserError
+
+if TYPE_CHECKING:  # torch-free at import: the recorder's types only
+    from diracbench.metrics.recorder import StepCallback, StepRecord, Trajectory
 
 BLUR_IMPLS = ("fft", "matrix")
 INITS = ("adjoint", "measurement")
@@ -129,13 +134,6 @@ def per_image(values: np.ndarray) -> Any:
     return jnp.asarray(np.asarray(values, dtype=np.float32).reshape(-1, 1, 1, 1))
 
 
-def batch_psnr_dc(A: Any, y: Any, x_hat: Any, x: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Per-image PSNR of clip(x_hat) vs x and data consistency mean((y - A clip(x_hat))^2)."""
-    from diracbench.metrics.image_quality import data_consistency, psnr
-
-    return np.asarray(psnr(x_hat, x)), np.asarray(data_consistency(y, x_hat, A))
-
-
 # --------------------------------------------------------------------------------------------
 # Batch driver
 
@@ -146,36 +144,63 @@ class Chunk:
 
     hparams: dict  # the structural (non-vectorised) hyper-parameters of this batch
     y: np.ndarray  # (n, H, W, C)
-    x: np.ndarray | None  # clean images, for trajectory logging only
     params: dict[str, np.ndarray]  # vectorised hyper-parameters, one value per batch element
     snapshots: list[int]  # iteration counts at which to return the iterate
-    log: bool  # record per-iteration statistics
+    callback: StepCallback | None = None  # the recorder's callback, bound to the first `real` elements
+    real: int | None = None  # elements that are real images (the rest pad the chunk); None: all
 
 
 @dataclass
 class ChunkResult:
     iterates: dict[int, np.ndarray]  # iteration count -> (n, H, W, C)
-    stats: dict[str, np.ndarray] | None = None  # name -> (iterations, n), e.g. psnr and dc
-    seconds: float | None = None  # the iterations' wall time, without set-up and JIT compilation
+    stats: dict[str, np.ndarray] | None = None  # name -> (iterations, n): a solver's own history
+    seconds: float | None = None  # the iterations' wall time, without set-up, JIT compilation and recording
 
 
-def run_iterations(step: Callable, state: Any, args: tuple, chunk: Chunk, log: Callable[[Any], None]) -> tuple[dict[int, np.ndarray], float]:
-    """Iterate a jitted solver step, keeping the iterates `chunk.snapshots` asks for.
+def run_iterations(step: Callable, state: Any, args: tuple, chunk: Chunk, observe: Callable[[Any], None] | None = None) -> tuple[dict[int, np.ndarray], float]:
+    """Iterate a jitted solver step, keeping the iterates `chunk.snapshots` asks for; every
+    iterate (the initial x too) goes to `observe` and, as a step record, to `chunk.callback`.
 
     One discarded warm-up step compiles `step` first, so the returned wall time measures the
-    iterations alone (the one-off compilation shows in the job's total wall time instead).
+    iterations alone (the one-off compilation shows in the job's total wall time instead); the
+    recorder's time is left out too.
     """
     jax, _ = jax_modules()
-    log(state["x"])
+    recording = 0.0
+
+    def visit(done: int, x: Any) -> None:
+        nonlocal recording
+        if observe is not None:
+            observe(x)
+        if chunk.callback is not None:
+            # Wait for the iteration first: JAX dispatches asynchronously, and its work is not recording.
+            x = jax.block_until_ready(x)
+            tic = time.perf_counter()
+            chunk.callback(_record(done, x, chunk))
+            recording += time.perf_counter() - tic
+
+    visit(0, state["x"])
     jax.block_until_ready(step(state, *args))
     iterates: dict[int, np.ndarray] = {}
+    recording = 0.0  # the initial record lies outside the timed iterations
     start = time.perf_counter()
     for done in range(1, chunk.snapshots[-1] + 1):
         state = step(state, *args)
         if done in chunk.snapshots:
             iterates[done] = np.asarray(state["x"])
-        log(state["x"])
-    return iterates, time.perf_counter() - start
+        visit(done, state["x"])
+    return iterates, time.perf_counter() - start - recording
+
+
+def _record(done: int, x: Any, chunk: Chunk) -> StepRecord:
+    """The iterate after `done` iterations as the recorder's step record (real images, NCHW torch)."""
+    import torch
+
+    from diracbench.metrics.recorder import StepRecord
+
+    real = len(chunk.y) if chunk.real is None else chunk.real
+    x0 = torch.from_numpy(to_nchw(np.asarray(x)[:real]))
+    return StepRecord(step=done, t=math.nan, nfe=done, x0_hat=x0, iterate=None, last=done == chunk.snapshots[-1])
 
 
 def check_hparams(hp: dict, required: Iterable[str], method: str) -> None:
@@ -195,21 +220,21 @@ def solve_candidates(
     required: Sequence[str],
     vectorised: Sequence[str],
     solve_chunk: Callable[[Chunk], ChunkResult],
-    log_trajectory: bool,
+    trajectory: Trajectory | None = None,
 ) -> list:
     """Reconstruct `problem` once per candidate hyper-parameter set, batching everything possible.
 
     Candidates that differ only in `vectorised` keys and in `maxiter` share one run: each batch
     element is one (vectorised values, image) pair, and shorter iteration counts are snapshots of
-    the longest. `seconds` per image is the batch's iteration time (without JIT compilation)
-    shared equally by its elements, times maxiter / longest maxiter.
+    the longest. `seconds` per image is the batch's iteration time (without JIT compilation and
+    recording) shared equally by its elements, times maxiter / longest maxiter. `trajectory` (a
+    `metrics.recorder.Trajectory` on the problem's images) logs the run of a single candidate.
     """
-    import pandas as pd
+    from diracbench.methods.base import Reconstruction
 
-    from diracbench.methods.base import TRAJECTORY_COLUMNS, Reconstruction
-
+    if trajectory is not None and len(candidates) != 1:
+        raise ValueError("a trajectory records the run of one candidate")
     y_all = to_nhwc(problem.y)
-    x_all = to_nhwc(problem.x) if log_trajectory else None
     n_img = len(problem)
     for hp in candidates:
         check_hparams(hp, required, method)
@@ -228,7 +253,6 @@ def solve_candidates(
         jobs = [(p, i) for p in range(len(points)) for i in range(n_img)]
         iterates = {k: np.empty((len(jobs),) + y_all.shape[1:], np.float32) for k in snapshots}
         seconds = np.empty(len(jobs))
-        stats: dict[str, np.ndarray] = {}
         batch_size = max(1, int(structural.get("batch_size", len(jobs))))
         for sl in _equal_chunks(len(jobs), batch_size):
             idx = list(range(sl.start, sl.stop))
@@ -239,10 +263,10 @@ def solve_candidates(
             chunk = Chunk(
                 hparams=structural,
                 y=y_all[imgs],
-                x=x_all[imgs] if x_all is not None else None,
                 params={k: np.array([points[jobs[j][0]][vi] for j in padded]) for vi, k in enumerate(vectorised)},
                 snapshots=snapshots,
-                log=log_trajectory,
+                callback=None if trajectory is None else trajectory.bind([jobs[j][1] for j in idx]),
+                real=len(idx),
             )
             start = time.perf_counter()
             out = solve_chunk(chunk)
@@ -250,26 +274,16 @@ def solve_candidates(
             seconds[idx] = elapsed / len(idx)
             for k in snapshots:
                 iterates[k][idx] = out.iterates[k][: len(idx)]
-            if out.stats is not None:
-                for name, arr in out.stats.items():
-                    stats.setdefault(name, np.empty((arr.shape[0], len(jobs))))[:, idx] = arr[:, : len(idx)]
         for ci in members:
             hp = candidates[ci]
             p = points.index(tuple(float(hp[k]) for k in vectorised))
             k = int(hp["maxiter"])
             sel = slice(p * n_img, (p + 1) * n_img)
-            trajectory = None
-            if log_trajectory and stats:
-                rows = []
-                for step in range(k + 1):
-                    for i in range(n_img):
-                        rows.append((i, problem.names[i], step, float("nan"), step, stats["dc"][step, sel][i], stats["psnr"][step, sel][i], float("nan")))
-                trajectory = pd.DataFrame(rows, columns=TRAJECTORY_COLUMNS)
             results[ci] = Reconstruction(
                 x_hat=to_nchw(iterates[k][sel]),
                 nfe=np.full(n_img, k),
                 seconds=seconds[sel] * k / longest,
-                trajectory=trajectory,
+                trajectory=None if trajectory is None else trajectory.frame(),
             )
     return results
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -23,7 +24,7 @@ from diracbench import cli
 from diracbench.errors import UserError
 from diracbench.io import OutputSet
 from diracbench.methods import load_method
-from diracbench.methods.base import Problem, Reconstruction, RunContext, load_problem
+from diracbench.methods.base import Problem, Reconstruction, Recorder, RunContext, load_problem_and_recorder
 from diracbench.metrics.registry import better, resolve_objective
 from diracbench.provenance import write_provenance
 from diracbench.runtime import configure_threads, device_description, resolve_device
@@ -39,12 +40,13 @@ def grid_points(grid: dict[str, list]) -> list[dict]:
     return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
 
 
-def score(recon: Reconstruction, problem: Problem, lpips_settings: dict, need_fd: bool) -> dict[str, float]:
+def score(recon: Reconstruction, recorder: Recorder, lpips_settings: dict, need_fd: bool) -> dict[str, float]:
+    """One grid point's reconstructions against the clean val images the recorder holds."""
     from diracbench.metrics.image_quality import psnr
     from diracbench.metrics.perceptual import LPIPSMetric, VGGFeatures, frechet_distance
 
-    x_hat = torch.from_numpy(recon.x_hat).to(problem.x.device)
-    x = problem.x.clamp(0, 1)
+    x_hat = torch.from_numpy(recon.x_hat).to(recorder.device)
+    x = recorder.x.clamp(0, 1)
     out = {
         "psnr": float(psnr(x_hat, x).mean()),
         "lpips": float(LPIPSMetric(net=lpips_settings["net"], upsample_below=lpips_settings["upsample_below"], device=x.device)(x_hat, x).mean()),
@@ -65,11 +67,11 @@ def grid_candidates(settings: dict, task: str) -> tuple[list[dict], list[dict], 
     return points, [{**fixed, **p} for p in points], objective
 
 
-def choose(points: list[dict], recons: list[Reconstruction], problem: Problem, settings: dict, objective: str) -> tuple[dict, pd.DataFrame]:
+def choose(points: list[dict], recons: list[Reconstruction], recorder: Recorder, settings: dict, objective: str) -> tuple[dict, pd.DataFrame]:
     """Score every grid point's reconstructions and pick the best by the objective."""
     rows = []
     for point, recon in zip(points, recons):
-        rows.append({**{f"param_{k}": v for k, v in point.items()}, **score(recon, problem, settings["lpips"], objective == "fd_vgg")})
+        rows.append({**{f"param_{k}": v for k, v in point.items()}, **score(recon, recorder, settings["lpips"], objective == "fd_vgg")})
     table = pd.DataFrame(rows)
     values = table[objective].to_numpy()
     best = int(np.nanargmin(values) if better(objective) == "min" else np.nanargmax(values))
@@ -79,13 +81,14 @@ def choose(points: list[dict], recons: list[Reconstruction], problem: Problem, s
     return points[best], table
 
 
-def grid_search(method, problem: Problem, settings: dict, ctx: RunContext) -> tuple[dict, pd.DataFrame]:
+def grid_search(method, problem: Problem, recorder: Recorder, settings: dict, ctx: RunContext) -> tuple[dict, pd.DataFrame]:
+    """Reconstruct every grid point (no trajectories: `ctx` holds no recorder) and choose."""
     points, candidates, objective = grid_candidates(settings, problem.task)
     if hasattr(method, "reconstruct_grid"):
         recons = method.reconstruct_grid(problem, candidates, ctx)
     else:
         recons = [method.reconstruct(problem, c, ctx) for c in candidates]
-    return choose(points, recons, problem, settings, objective)
+    return choose(points, recons, recorder, settings, objective)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -112,22 +115,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     device = resolve_device(args.device)
     s = args.settings
     method = load_method(args.method)
-    problem = load_problem(args.operator, args.measurements, "val", device).subset(s.get("max_images"))
+    problem, recorder = load_problem_and_recorder(args.operator, args.measurements, "val", device, s.get("max_images"))
+    # Grid points are scored here, on their outputs; only a method's own tuning scores its path.
     ctx = RunContext(device=device, threads=args.threads, seed=int(s.get("seed", 0)), inputs=cli.parse_inputs(args.input))
     start = time.perf_counter()
     trajectory = None
     if args.shard is not None or args.shards is not None:
         if args.out_trajectory is not None:
             raise UserError("--out-trajectory is for methods that tune themselves, which are not sharded")
-        done = _sharded(args, method, problem, s, ctx)
+        done = _sharded(args, method, problem, recorder, s, ctx)
         if done is None:
             return
         chosen, table = done
     elif hasattr(method, "tune"):
-        result = method.tune(problem, s, ctx)
+        result = method.tune(problem, s, replace(ctx, recorder=recorder))
         chosen, table, trajectory = result.chosen, result.grid, result.trajectory
     else:
-        chosen, table = grid_search(method, problem, s, ctx)
+        chosen, table = grid_search(method, problem, recorder, s, ctx)
     with OutputSet() as out:
         out.write_yaml(args.out_chosen, chosen)
         table.to_csv(out.path(args.out_grid), index=False)
@@ -140,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"{args.method}: chose {chosen} on {len(problem)} val images", flush=True)
 
 
-def _sharded(args, method, problem: Problem, s: dict, ctx: RunContext) -> tuple[dict, pd.DataFrame] | None:
+def _sharded(args, method, problem: Problem, recorder: Recorder, s: dict, ctx: RunContext) -> tuple[dict, pd.DataFrame] | None:
     """--shard: reconstruct this shard's batches into its file (None); --shards: gather and choose."""
     from diracbench import tune_shards
     from diracbench.sharding import PartialDir, default_partial_dir, parse_shard, run_key, save_piece
@@ -151,7 +155,7 @@ def _sharded(args, method, problem: Problem, s: dict, ctx: RunContext) -> tuple[
     description = {"method": args.method, "settings": s, "names": problem.names, "units": len(units)}
     if args.shards is not None:
         recons = tune_shards.gather(args.shards, description, len(candidates), len(problem))
-        return choose(points, recons, problem, s, objective)
+        return choose(points, recons, recorder, s, objective)
     k, n = parse_shard(args.shard)
     mine = tune_shards.shard_units(units, k, n)
     first = mine[0].index if mine else len(units)

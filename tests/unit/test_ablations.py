@@ -13,7 +13,7 @@ import yaml
 from diracbench import ablations
 from diracbench.errors import UserError
 from diracbench.methods import dirac
-from diracbench.methods.base import RunContext, load_problem
+from diracbench.methods.base import RunContext, load_problem_and_recorder
 from diracbench.nn.models import build_model, save_weights
 from diracbench.operators import GeometricNoise, family_from_config, operator_spec
 
@@ -48,8 +48,8 @@ def setup(tmp_path_factory):
                 p.add_(0.05 * torch.randn_like(p))
         save_weights(tmp / f"dt{dt:g}.pt", "dirac", NET, size, model.state_dict(), None, {})
         inputs[f"model-dt{dt:g}"] = tmp / f"dt{dt:g}.pt"
-    problem = load_problem(tmp / "operator.json", tmp / "val.npz", "val", torch.device("cpu"))
-    return tmp, problem, RunContext(torch.device("cpu"), 1, 0, inputs)
+    problem, recorder = load_problem_and_recorder(tmp / "operator.json", tmp / "val.npz", "val", torch.device("cpu"))
+    return tmp, problem, RunContext(torch.device("cpu"), 1, 0, inputs, recorder=recorder)
 
 
 def test_lookahead_scores_use_the_default_tuning_and_change_only_the_model(setup):
@@ -57,7 +57,7 @@ def test_lookahead_scores_use_the_default_tuning_and_change_only_the_model(setup
     variants = {"po": dict(BASE), "do": dict(BASE)}
     tuned = dirac.tune(problem, {"variants": variants, "tuning": {"po_metric": "lpips", "do_metric": "psnr", "lpips_every": 1}, "lpips": LPIPS, "batch_size": 4}, ctx)
     settings = {"variants": variants, "look_aheads": [0.0, 0.5, 1.0], "lpips": LPIPS, "batch_size": 4, "images": 2}
-    scores, samples = ablations.lookahead_scores(problem, settings, tuned.chosen, ctx)
+    scores, samples = ablations.lookahead_scores(problem, ctx.recorder, settings, tuned.chosen, ctx)
     assert len(scores) == 6 and set(scores["look_ahead"]) == {0.0, 0.5, 1.0}
     for v in ("po", "do"):
         s = scores[scores["variant"] == v]

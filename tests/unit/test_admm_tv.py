@@ -9,7 +9,7 @@ import torch
 
 from diracbench.errors import UserError
 from diracbench.methods import admm_tv
-from diracbench.methods.base import Problem, RunContext
+from diracbench.methods.base import Problem, Recorder, RunContext
 from diracbench.operators import GeometricNoise, LinearSchedule, family_from_spec, operator_spec
 from diracbench.operators.blur import GaussianBlurFamily
 from diracbench.operators.inpaint import SmoothMaskFamily
@@ -25,7 +25,8 @@ FAMILIES = {
 }
 
 
-def make_problem(task: str, n: int = 3, seed: int = 0) -> Problem:
+def make_case(task: str, n: int = 3, seed: int = 0) -> tuple[Problem, torch.Tensor]:
+    """(the problem, its clean images)."""
     spec = operator_spec(FAMILIES[task](), GeometricNoise(0.01, 0.05), task)
     family = family_from_spec(spec)
     rng = np.random.default_rng(seed)
@@ -33,7 +34,11 @@ def make_problem(task: str, n: int = 3, seed: int = 0) -> Problem:
     x = (x - x.min(axis=(1, 2, 3), keepdims=True)) / np.ptp(x, axis=(1, 2, 3), keepdims=True)
     x = torch.from_numpy(x.astype(np.float32))
     y = family.measurement_operator().forward(x) + 0.05 * torch.from_numpy(rng.standard_normal(x.shape).astype(np.float32))
-    return Problem(y, x, [f"img{i}" for i in range(n)], spec, family, family.measurement_operator(), 0.05, "val")
+    return Problem(y, [f"img{i}" for i in range(n)], spec, family, family.measurement_operator(), 0.05, "val"), x
+
+
+def make_problem(task: str, n: int = 3, seed: int = 0) -> Problem:
+    return make_case(task, n, seed)[0]
 
 
 def hparams(**kw) -> dict:
@@ -99,10 +104,8 @@ def test_objective_decreases_and_solution_matches_a_high_accuracy_solve(task):
     chunk = Chunk(
         hparams={"init": "adjoint", "blur_impl": "matrix", "batch_size": 2},
         y=to_nhwc(problem.y),
-        x=None,
         params={"lam": np.full(2, LAM), "rho": np.full(2, 0.3)},
         snapshots=[2000],
-        log=False,
     )
     out = admm_tv.run_padmm(problem.spec, chunk, history=True)
     history = out.stats["objective"][:, 0]  # per iteration, image 0
@@ -146,14 +149,14 @@ def test_results_do_not_depend_on_batching_and_grid_equals_single_runs():
 
 
 def test_single_run_logs_a_trajectory_and_improves_on_the_measurement():
-    problem = make_problem("deblur", n=2)
-    rec = admm_tv.reconstruct(problem, hparams(maxiter=100, lam=0.01), RunContext(torch.device("cpu"), 1, 0))
+    problem, x = make_case("deblur", n=2)
+    rec = admm_tv.reconstruct(problem, hparams(maxiter=100, lam=0.01), RunContext(torch.device("cpu"), 1, 0, recorder=Recorder.for_problem(problem, x)))
     traj = rec.trajectory
     assert len(traj) == 101 * 2 and set(traj["step"]) == set(range(101))
     first, last = traj[traj.step == 0].psnr.mean(), traj[traj.step == 100].psnr.mean()
     assert last > first
-    mse_y = ((problem.y.clamp(0, 1) - problem.x) ** 2).mean().item()
-    mse_tv = ((torch.from_numpy(rec.x_hat) - problem.x) ** 2).mean().item()
+    mse_y = ((problem.y.clamp(0, 1) - x) ** 2).mean().item()
+    mse_tv = ((torch.from_numpy(rec.x_hat) - x) ** 2).mean().item()
     assert mse_tv < mse_y
     assert rec.seconds.shape == (2,) and np.all(rec.seconds > 0)
 

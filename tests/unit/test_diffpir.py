@@ -65,7 +65,7 @@ def _operator(kind: str, size: int = 8):
 
 def _monte_carlo(op, y: torch.Tensor, sigma_y: float, steps: int, lam: float, zeta: float, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Sample mean and variance of the implementation's outputs, per SVD coordinate."""
-    out = diffpir.diffpir_sample(gaussian_eps(PRIOR_STD, SCHEDULE), op, y.expand(n, -1, -1, -1).contiguous(), sigma_y, SCHEDULE, steps, lam, zeta, image_generators(range(1000, 1000 + n)), clip_x0=False)
+    out = diffpir.diffpir_sample(gaussian_eps(PRIOR_STD, SCHEDULE), op, y.expand(n, -1, -1, -1).contiguous(), sigma_y, SCHEDULE, diffpir.quad_timesteps(1000, steps), lam, zeta, image_generators(range(1000, 1000 + n)), clip_x0=False)
     v = op.svd().Vt(out).numpy()
     return v.mean(0), v.var(0, ddof=1)
 
@@ -154,9 +154,10 @@ def test_an_image_does_not_depend_on_its_batch() -> None:
     y = op.forward(torch.rand(3, 3, 16, 16) * 2 - 1) + 0.05 * torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(4))
     eps = gaussian_eps(PRIOR_STD, SCHEDULE)
     lams, zetas = torch.tensor([1.0, 7.0, 25.0]), torch.tensor([0.0, 0.3, 1.0])
-    batch = diffpir.diffpir_sample(eps, op, y, 0.05, SCHEDULE, 20, lams, zetas, image_generators([7, 8, 9]))
+    ts = diffpir.quad_timesteps(1000, 20)
+    batch = diffpir.diffpir_sample(eps, op, y, 0.05, SCHEDULE, ts, lams, zetas, image_generators([7, 8, 9]))
     for i in range(3):
-        alone = diffpir.diffpir_sample(eps, op, y[i : i + 1], 0.05, SCHEDULE, 20, lams[i], zetas[i], image_generators([7 + i]))
+        alone = diffpir.diffpir_sample(eps, op, y[i : i + 1], 0.05, SCHEDULE, ts, lams[i], zetas[i], image_generators([7 + i]))
         torch.testing.assert_close(batch[i : i + 1], alone, rtol=1e-5, atol=1e-6)
     assert (batch[0] - batch[1]).abs().max() > 1e-2
 
@@ -186,10 +187,10 @@ def test_grid_in_one_batch_equals_separate_runs(tmp_path, task: str) -> None:
 
 
 def test_reconstruct_contract_batching_and_trajectory(tmp_path) -> None:
-    from test_dps import _ctx, tiny_prior_file, tiny_problem
+    from test_dps import _ctx, tiny_case, tiny_prior_file
 
-    prob = tiny_problem("deblur", n=3)
-    ctx = _ctx(tiny_prior_file(tmp_path / "prior.pt"))
+    prob, recorder = tiny_case("deblur", n=3)
+    ctx = _ctx(tiny_prior_file(tmp_path / "prior.pt"), recorder)
     hp = _hparams(trajectory={"every": 2, "lpips_every": 0, "lpips": {"net": "vgg", "upsample_below": 64}})
     rec = diffpir.reconstruct(prob, hp, ctx)
     assert rec.x_hat.shape == tuple(prob.y.shape) and np.isfinite(rec.x_hat).all()
@@ -200,9 +201,9 @@ def test_reconstruct_contract_batching_and_trajectory(tmp_path) -> None:
     assert tr.groupby("image")["nfe"].max().tolist() == [5, 5, 5]
     # The last row is the output itself.
     last = tr[tr["step"] == 5].sort_values("image")
-    mse = ((rec.x_hat - prob.x.numpy().clip(0, 1)) ** 2).reshape(3, -1).mean(1)
+    mse = ((rec.x_hat - recorder.x.numpy().clip(0, 1)) ** 2).reshape(3, -1).mean(1)
     np.testing.assert_allclose(last["psnr"].to_numpy(), 10 * np.log10(1 / mse), rtol=1e-4)
-    one = diffpir.reconstruct(prob.select([1]), _hparams(batch_size=1), ctx)
+    one = diffpir.reconstruct(prob.select([1]), _hparams(batch_size=1), _ctx(ctx.inputs["prior"]))
     np.testing.assert_allclose(one.x_hat, rec.x_hat[1:2], atol=1e-5)
 
 

@@ -16,7 +16,7 @@ from diracbench import tune as tune_cli
 from diracbench.dirac.sampler import SamplerSettings
 from diracbench.errors import UserError
 from diracbench.methods import dirac
-from diracbench.methods.base import TRAJECTORY_COLUMNS, RunContext, load_problem
+from diracbench.methods.base import TRAJECTORY_COLUMNS, RunContext, load_problem, load_problem_and_recorder
 from diracbench.nn.models import build_model, save_weights
 from diracbench.operators import GeometricNoise, family_from_config, operator_spec
 
@@ -62,11 +62,15 @@ def _problem(tmp, split="test"):
     return load_problem(tmp / "operator.json", tmp / f"{split}.npz", split, torch.device("cpu"))
 
 
+def _with_recorder(tmp, split="test"):
+    return load_problem_and_recorder(tmp / "operator.json", tmp / f"{split}.npz", split, torch.device("cpu"))
+
+
 def test_reconstruct_returns_outputs_trajectory_and_posterior_samples(setup):
     tmp, inputs = setup
-    problem = _problem(tmp)
+    problem, recorder = _with_recorder(tmp)
     hp = {**VARIANT, **RUN, "variant": "po", "t_stop": 0.5}
-    ctx = RunContext(torch.device("cpu"), 1, 0, inputs)
+    ctx = RunContext(torch.device("cpu"), 1, 0, inputs, recorder=recorder)
     rec = dirac.reconstruct(problem, hp, ctx)
     nfe = SamplerSettings.from_dict(hp).nfe()
     assert nfe == 3 and rec.x_hat.shape == (5, 3, 16, 16) and np.all(rec.nfe == 3)
@@ -75,7 +79,7 @@ def test_reconstruct_returns_outputs_trajectory_and_posterior_samples(setup):
     assert traj["lpips"].isna().all()  # lpips_every 0: no LPIPS
     last = traj[traj["step"] == 2].sort_values("image")
     np.testing.assert_allclose(last["t"], 0.5)
-    x = problem.x.numpy()
+    x = recorder.x.numpy()
     psnr = 10 * np.log10(1 / ((rec.x_hat - x) ** 2).reshape(5, -1).mean(1))
     np.testing.assert_allclose(last["psnr"], psnr, rtol=1e-4)
     post = rec.extras["posterior_samples"]
@@ -106,14 +110,16 @@ def test_reconstruct_refuses_untuned_t_stop_and_unknown_keys(setup):
 def test_tune_picks_do_at_the_psnr_peak_and_po_by_lpips_or_config(setup):
     _lpips_or_skip()
     tmp, inputs = setup
-    problem = _problem(tmp, "val")
+    problem, recorder = _with_recorder(tmp, "val")
     settings = {
         "variants": {"po": dict(VARIANT), "do": dict(VARIANT)},
         "tuning": {"po_metric": "lpips", "do_metric": "psnr", "lpips_every": 2},
         "lpips": RUN["lpips"],
         "batch_size": 4,
     }
-    ctx = RunContext(torch.device("cpu"), 1, 0, inputs)
+    with pytest.raises(UserError, match="clean val images"):  # the path is scored against x, which only the harness holds
+        dirac.tune(problem, settings, RunContext(torch.device("cpu"), 1, 0, inputs))
+    ctx = RunContext(torch.device("cpu"), 1, 0, inputs, recorder=recorder)
     res = dirac.tune(problem, settings, ctx)
     grid = res.grid
     do = grid[grid["variant"] == "do"]

@@ -60,10 +60,10 @@ def test_oracle_keeps_the_iterate_at_noise_level_sigma_t(family_fn):
     s = settings(dt=0.01, output="iterate")
     ratios, dcs = [], []
 
-    def on_step(i, t, x0_hat, iterate):
-        dcs.append(float((y - fam.at(1.0)(x0_hat)).pow(2).mean()))
-        t_next = s.t_at(i + 1)
-        ratios.append(float((iterate - fam.apply(x0, t_next)).std() / NOISE(t_next)))
+    def on_step(r):
+        dcs.append(float((y - fam.at(1.0)(r.x0_hat)).pow(2).mean()))
+        t_next = s.t_at(r.step + 1)
+        ratios.append(float((r.iterate - fam.apply(x0, t_next)).std() / NOISE(t_next)))
 
     # Sampler seeds distinct from the measurement noise's seed: a shared stream would correlate them.
     out, nfe = dirac_sample(Oracle(x0), fam, NOISE, y, image_generators(range(1000, 1008)), s, on_step)
@@ -101,10 +101,14 @@ def test_one_step_of_the_update_rule_matches_the_formula():
 def test_early_stopping_nfe_matches_the_official_configs(dt, t_stop, nfe):
     s = settings(dt=dt, t_stop=t_stop)
     assert s.nfe() == nfe
-    seen = []
-    out, got = dirac_sample(Oracle(_images(1)), blur_family(), NOISE, _images(1), image_generators([0]), s, lambda i, t, x, it: seen.append(t))
+    records = []
+    out, got = dirac_sample(Oracle(_images(1)), blur_family(), NOISE, _images(1), image_generators([0]), s, records.append)
+    seen = [r.t for r in records]
     assert got == nfe and len(seen) == nfe
     assert seen[-1] >= t_stop - 1e-12 and (nfe == round(1 / dt) or seen[-1] - dt < t_stop)
+    # One record per step, the last one marked; NFE counts the network evaluations so far.
+    assert [r.step for r in records] == list(range(nfe)) and [r.nfe for r in records] == list(range(1, nfe + 1))
+    assert [r.last for r in records] == [False] * (nfe - 1) + [True] and records[-1].iterate is None
 
 
 def test_one_shot_returns_phi_of_y():
@@ -169,10 +173,10 @@ def test_descent_guidance_reduces_and_official_sign_increases_the_residual(kind)
     for sign in ("descent", "official"):
         dcs = []
         s = settings(dt=0.1, t_stop=0.8, guidance=kind, zeta=2.0 if kind == "std" else 5.0, guidance_sign=sign)
-        dirac_sample(model, fam, NOISE, y, image_generators(range(4)), s, lambda i, t, x0_hat, it: dcs.append(float((y - fam.at(1.0)(x0_hat)).pow(2).mean())))
+        dirac_sample(model, fam, NOISE, y, image_generators(range(4)), s, lambda r: dcs.append(float((y - fam.at(1.0)(r.x0_hat)).pow(2).mean())))
         res[sign] = dcs[-1]
     dcs = []
-    dirac_sample(model, fam, NOISE, y, image_generators(range(4)), settings(dt=0.1, t_stop=0.8), lambda i, t, x0_hat, it: dcs.append(float((y - fam.at(1.0)(x0_hat)).pow(2).mean())))
+    dirac_sample(model, fam, NOISE, y, image_generators(range(4)), settings(dt=0.1, t_stop=0.8), lambda r: dcs.append(float((y - fam.at(1.0)(r.x0_hat)).pow(2).mean())))
     assert res["descent"] < dcs[-1] < res["official"]
 
 

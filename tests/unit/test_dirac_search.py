@@ -19,7 +19,7 @@ from diracbench import tune as tune_cli
 from diracbench.contracts import check_chosen
 from diracbench.errors import UserError
 from diracbench.methods import dirac, dirac_tuning
-from diracbench.methods.base import RunContext, load_problem
+from diracbench.methods.base import RunContext, load_problem_and_recorder
 from diracbench.nn.models import build_model, save_weights
 from diracbench.operators import GeometricNoise, family_from_config, operator_spec
 
@@ -62,8 +62,8 @@ def setup(tmp_path_factory):
                 p.add_(0.05 * torch.randn_like(p))
         save_weights(tmp_path / f"dt{dt:g}.pt", "dirac", NET, size, model.state_dict(), None, {})
     inputs = {"schedule": tmp_path / "schedule.csv", "model-dt1": tmp_path / "dt1.pt", "model-dt0": tmp_path / "dt0.pt"}
-    problem = load_problem(tmp_path / "operator.json", tmp_path / "val.npz", "val", torch.device("cpu"))
-    return tmp_path, problem, RunContext(torch.device("cpu"), 1, 0, inputs)
+    problem, recorder = load_problem_and_recorder(tmp_path / "operator.json", tmp_path / "val.npz", "val", torch.device("cpu"))
+    return tmp_path, problem, RunContext(torch.device("cpu"), 1, 0, inputs, recorder=recorder)
 
 
 def _settings(search, every=2):
@@ -86,7 +86,7 @@ def _brute_force(problem, ctx, metric, cand: dict, t_stop: float, seed_variant: 
         rec = dirac.reconstruct(problem, hp, ctx, extras=False)
     finally:
         problem.image_seeds = orig
-    x = problem.x.clamp(0, 1)
+    x = ctx.recorder.x.clamp(0, 1)
     out = torch.from_numpy(rec.x_hat)
     psnr = float((10 * torch.log10(1 / (out - x).pow(2).flatten(1).mean(1))).mean())
     return psnr, float(metric(out, x).mean())

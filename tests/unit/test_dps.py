@@ -12,7 +12,7 @@ from torch import nn
 
 from diracbench.errors import UserError
 from diracbench.methods import dps
-from diracbench.methods.base import Problem, RunContext
+from diracbench.methods.base import Problem, Recorder, RunContext
 from diracbench.nn.models import build_model, save_weights
 from diracbench.operators import GaussianBlurFamily, GeometricNoise, LinearSchedule, SmoothMaskFamily, operator_spec
 from diracbench.prior.schedule import DDPMSchedule
@@ -40,8 +40,9 @@ class TinyEps(nn.Module):
         return self.b(torch.tanh(self.a(x) * (1 + t / 1000))), None
 
 
-def tiny_problem(task: str = "deblur", n: int = 3, size: int = 16, sigma: float = 0.05) -> Problem:
-    """A real operator, real noisy measurements of smooth random images, as `measure` makes them."""
+def tiny_case(task: str = "deblur", n: int = 3, size: int = 16, sigma: float = 0.05) -> tuple[Problem, Recorder]:
+    """A real operator, real noisy measurements of smooth random images, as `measure` makes them;
+    the clean images live in the recorder, as the harness keeps them."""
     if task == "deblur":
         family = GaussianBlurFamily((size, size), 5, LinearSchedule(0.3, 1.0))
     else:
@@ -52,7 +53,12 @@ def tiny_problem(task: str = "deblur", n: int = 3, size: int = 16, sigma: float 
     x = torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
     op = family.measurement_operator()
     y = op.forward(x) + sigma * torch.randn(x.shape, generator=g)
-    return Problem(y, x, [f"img{i}" for i in range(n)], spec, family, op, sigma, "val")
+    problem = Problem(y, [f"img{i}" for i in range(n)], spec, family, op, sigma, "val")
+    return problem, Recorder.for_problem(problem, x)
+
+
+def tiny_problem(task: str = "deblur", n: int = 3, size: int = 16, sigma: float = 0.05) -> Problem:
+    return tiny_case(task, n, size, sigma)[0]
 
 
 def tiny_prior_file(path: Path, size: int = 16) -> Path:
@@ -62,8 +68,8 @@ def tiny_prior_file(path: Path, size: int = 16) -> Path:
     return path
 
 
-def _ctx(prior: Path) -> RunContext:
-    return RunContext(device=torch.device("cpu"), threads=1, seed=0, inputs={"prior": prior})
+def _ctx(prior: Path, recorder: Recorder | None = None) -> RunContext:
+    return RunContext(device=torch.device("cpu"), threads=1, seed=0, inputs={"prior": prior}, recorder=recorder)
 
 
 def test_gradient_goes_through_the_network() -> None:
@@ -160,11 +166,14 @@ def test_grid_in_one_batch_equals_separate_runs(tmp_path, task) -> None:
 
 
 def test_reconstruct_logs_a_trajectory(tmp_path) -> None:
-    prob = tiny_problem(n=2)
-    ctx = _ctx(tiny_prior_file(tmp_path / "prior.pt"))
+    prob, recorder = tiny_case(n=2)
+    prior = tiny_prior_file(tmp_path / "prior.pt")
     hp = {"steps": 10, "scale": 0.3, "variance": "fixedsmall", "clip_x0": True, "batch_size": 2, "prior": PRIOR,
           "trajectory": {"every": 4, "lpips_every": 0, "lpips": {"net": "vgg", "upsample_below": 64}}}
-    rec = dps.reconstruct(prob, hp, ctx)
+    # Without the harness's recorder nothing is logged, and the samples are the same.
+    quiet = dps.reconstruct(prob, hp, _ctx(prior))
+    rec = dps.reconstruct(prob, hp, _ctx(prior, recorder))
+    assert quiet.trajectory is None and np.array_equal(quiet.x_hat, rec.x_hat)
     tr = rec.trajectory
     assert sorted(tr["step"].unique().tolist()) == [0, 4, 8, 9]
     assert set(tr["name"]) == {"img0", "img1"}

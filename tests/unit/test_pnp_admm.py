@@ -11,7 +11,7 @@ import torch
 
 from diracbench.errors import UserError
 from diracbench.methods import pnp_admm
-from diracbench.methods.base import Problem, RunContext
+from diracbench.methods.base import Problem, Recorder, RunContext
 from diracbench.operators import GeometricNoise, LinearSchedule, family_from_spec, operator_spec
 from diracbench.operators.blur import GaussianBlurFamily
 from diracbench.operators.inpaint import SmoothMaskFamily
@@ -30,14 +30,19 @@ def smooth_images(n: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(x.astype(np.float32))
 
 
-def make_problem(task: str, n: int = 2, seed: int = 0) -> Problem:
+def make_case(task: str, n: int = 2, seed: int = 0) -> tuple[Problem, torch.Tensor]:
+    """(the problem, its clean images)."""
     family = GaussianBlurFamily((H, W), 9, LinearSchedule(0.3, 1.5)) if task == "deblur" else SmoothMaskFamily((H, W), LinearSchedule(0.1, 3.0), 4.0)
     spec = operator_spec(family, GeometricNoise(0.01, 0.05), task)
     family = family_from_spec(spec)
     x = smooth_images(n, seed)
     noise = torch.from_numpy(np.random.default_rng(seed + 100).standard_normal(x.shape).astype(np.float32))
     y = family.measurement_operator().forward(x) + 0.05 * noise
-    return Problem(y, x, [f"img{i}" for i in range(n)], spec, family, family.measurement_operator(), 0.05, "val")
+    return Problem(y, [f"img{i}" for i in range(n)], spec, family, family.measurement_operator(), 0.05, "val"), x
+
+
+def make_problem(task: str, n: int = 2, seed: int = 0) -> Problem:
+    return make_case(task, n, seed)[0]
 
 
 def hparams(**kw) -> dict:
@@ -64,12 +69,13 @@ def test_shipped_dncnn_loads_offline_and_denoises(monkeypatch):
 
 @pytest.mark.parametrize("task", ["deblur", "inpaint"])
 def test_pnp_improves_on_the_measurement_and_logs_its_iterations(task):
-    problem = make_problem(task)
-    rec = pnp_admm.reconstruct(problem, hparams(maxiter=6, rho=0.2 if task == "deblur" else 1.0), CTX)
+    problem, x = make_case(task)
+    ctx = RunContext(torch.device("cpu"), 1, 0, recorder=Recorder.for_problem(problem, x))
+    rec = pnp_admm.reconstruct(problem, hparams(maxiter=6, rho=0.2 if task == "deblur" else 1.0), ctx)
     assert rec.x_hat.shape == tuple(problem.y.shape) and rec.x_hat.dtype == np.float32
     assert np.all(rec.nfe == 6)
-    mse_y = ((problem.y.clamp(0, 1) - problem.x) ** 2).mean().item()
-    mse = ((torch.from_numpy(rec.x_hat) - problem.x) ** 2).mean().item()
+    mse_y = ((problem.y.clamp(0, 1) - x) ** 2).mean().item()
+    mse = ((torch.from_numpy(rec.x_hat) - x) ** 2).mean().item()
     assert mse < mse_y
     traj = rec.trajectory
     assert sorted(set(traj.step)) == list(range(7)) and len(traj) == 7 * len(problem)

@@ -26,7 +26,7 @@ from diracbench import gather as gather_cli
 from diracbench import sample as sample_cli
 from diracbench.errors import UserError
 from diracbench.methods import load_method
-from diracbench.methods.base import RunContext, load_problem
+from diracbench.methods.base import RunContext, load_problem_and_recorder
 from diracbench.nn.models import build_model, save_weights
 from diracbench.operators import GeometricNoise, family_from_config, operator_spec
 from diracbench.sharding import batch_plan, shard_batches
@@ -108,8 +108,8 @@ def test_sharded_and_gathered_equals_unsharded_bit_for_bit(files, tmp_path, meth
     assert plain["x_hat"].shape == (N, 3, SIZE, SIZE) and list(plain["names"]) == [f"img{i}" for i in range(N)]
     assert not list((tmp_path / "plain").glob(".*.partial")), "the partial folder is removed after success"
     # The batch-by-batch run equals one whole-split call of the method (today's results unchanged).
-    problem = load_problem(files / "operator.json", files / "test.npz", "test", torch.device("cpu"))
-    ctx = RunContext(torch.device("cpu"), 1, 0, {k: Path(v) for k, v in (a.split("=", 1) for a in _inputs(files, method)[1::2])})
+    problem, recorder = load_problem_and_recorder(files / "operator.json", files / "test.npz", "test", torch.device("cpu"))
+    ctx = RunContext(torch.device("cpu"), 1, 0, {k: Path(v) for k, v in (a.split("=", 1) for a in _inputs(files, method)[1::2])}, recorder=recorder)
     whole = load_method(method).reconstruct(problem, SETTINGS[method]["hparams"], ctx)
     assert np.array_equal(whole.x_hat, plain["x_hat"])
     if whole.trajectory is not None:

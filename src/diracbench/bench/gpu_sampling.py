@@ -64,7 +64,8 @@ def _timed(fn, device: torch.device) -> float:
 
 
 def _problem(config: dict, dataset: str, task: str, batch: int, device: torch.device):
-    """`batch` random test images of the dataset's size, measured with the task's real operator."""
+    """`batch` random test images of the dataset's size, measured with the task's real operator:
+    (problem, noise, clean images)."""
     from diracbench.methods.base import Problem
     from diracbench.operators import GeometricNoise, family_from_config, operator_spec
 
@@ -75,7 +76,7 @@ def _problem(config: dict, dataset: str, task: str, batch: int, device: torch.de
     g = torch.Generator(device=device).manual_seed(0)
     x = torch.rand(batch, 3, size, size, device=device, generator=g)
     y = family.apply(x, 1.0) + float(spec["sigma_1"]) * torch.randn(x.shape, device=device, generator=g)
-    return Problem(y, x, [f"img{i}" for i in range(batch)], spec, family, family.measurement_operator(), float(spec["sigma_1"]), "test"), noise
+    return Problem(y, [f"img{i}" for i in range(batch)], spec, family, family.measurement_operator(), float(spec["sigma_1"]), "test"), noise, x
 
 
 def _prior_hparams(config: dict, dataset: str) -> dict:
@@ -182,7 +183,7 @@ def measure_point(config: dict, config_name: str, p: dict, device: torch.device,
     job, batch, dataset, task = p["job"], p["batch"], p["dataset"], p["task"]
     what = f"{p['kind']} {task}"
     try:
-        problem, noise = _problem(config, dataset, task, batch, device)
+        problem, noise, x = _problem(config, dataset, task, batch, device)
         if p["kind"] in ("dps", "ddrm"):
             from diracbench.methods import load_method
 
@@ -231,7 +232,6 @@ def measure_point(config: dict, config_name: str, p: dict, device: torch.device,
             return _row(config_name, job, what + f" (guidance {hp['guidance']})", label, params, batch, timed_nfe, seconds, device, (job.gflop_per_image_nfe * 1e9) if job is not None else math.nan)
         if p["kind"] == "lpips":
             lpips_model, trunk = _random_lpips(device)
-            x = problem.x
             x_hat = problem.y.clamp(0, 1)
             size = int(x.shape[-1])
             from diracbench.metrics.perceptual import upsample_factor

@@ -45,20 +45,21 @@ def quiet_hparams(method: str, hparams: dict) -> dict:
     hp = dict(hparams)
     if method.startswith("dirac-"):
         hp.update(lpips_every=0, posterior_images=0)
-    hp.pop("trajectory", None)  # DPS/DDRM: no TrajectoryLog
+    hp.pop("trajectory", None)  # DPS/DDRM/DiffPIR: no trajectory settings
     return hp
 
 
 def run_one(spec: dict, device: torch.device, threads: int) -> dict:
     """Reconstruct with one method in this process and measure it (the `method-run` subcommand)."""
     from diracbench.methods import load_method
-    from diracbench.methods.base import RunContext, load_problem
+    from diracbench.methods.base import RunContext, load_problem_and_recorder
     from diracbench.sample import read_tuned
 
     settings = spec["settings"]
     method = spec["method"]
-    problem = load_problem(spec["operator"], spec["measurements"], "test", device).subset(spec["max_images"])
+    problem, recorder = load_problem_and_recorder(spec["operator"], spec["measurements"], "test", device, spec["max_images"])
     hparams = quiet_hparams(method, {**settings.get("hparams", {}), **read_tuned(spec.get("tuned"), settings.get("hparams", {}))})
+    # No recorder: nothing is logged along the way, the run costs what a reconstruction costs.
     ctx = RunContext(device=device, threads=threads, seed=int(settings.get("seed", 0)), inputs={k: Path(v) for k, v in spec["inputs"].items()})
     module = load_method(method)
     start_rss = current_rss_mb()
@@ -75,7 +76,7 @@ def run_one(spec: dict, device: torch.device, threads: int) -> dict:
         synchronize(device)
         wall = time.perf_counter() - start
     n = len(problem)
-    x = problem.x.detach().cpu().clamp(0, 1).numpy()
+    x = recorder.x.detach().cpu().clamp(0, 1).numpy()
     counts = counter.summary()
     jax = method_spec(method).env == "scico"
     note = ""

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
 from diracbench.errors import UserError
+from diracbench.metrics.recorder import StepCallback, StepRecord
 from diracbench.operators import DegradationFamily, GeometricNoise
 from diracbench.seeding import randn_per_image
 
@@ -38,9 +39,6 @@ GUIDANCE = ("none", "std", "error")
 GUIDANCE_SIGNS = {"descent": -1.0, "official": 1.0}
 OUTPUTS = ("x0_hat", "iterate")
 _EPS = 1e-9
-
-# on_step(step, t, x0_hat, iterate) with iterate = y_t' (None when the step returned x0_hat).
-StepCallback = Callable[[int, float, torch.Tensor, torch.Tensor | None], None]
 
 
 @dataclass(frozen=True)
@@ -129,7 +127,10 @@ def dirac_sample(
     settings: SamplerSettings,
     on_step: StepCallback | None = None,
 ) -> tuple[torch.Tensor, int]:
-    """Run the reverse process from the measurements `y` (B, C, H, W); returns (output, NFE)."""
+    """Run the reverse process from the measurements `y` (B, C, H, W); returns (output, NFE).
+
+    The step grid is the settings' (t = 1, 1 - dt, ...). `on_step(record)` sees every step:
+    x0_hat and the iterate y_t' (None on a last step that returns x0_hat), both in [0, 1] units."""
     s = settings
     if len(generators) != y.shape[0]:
         raise ValueError(f"need one generator per image ({y.shape[0]}), got {len(generators)}")
@@ -162,7 +163,7 @@ def dirac_sample(
                 x0_hat = model(y_t, sig).float()
         if returns_x0:
             if on_step is not None:
-                on_step(i, t, x0_hat, None)
+                on_step(StepRecord(i, t, i + 1, x0_hat, None, True))
             return x0_hat, i + 1
         with no_grad():
             a_t = family.apply(x0_hat, t)
@@ -179,7 +180,7 @@ def dirac_sample(
                 update = update + math.sqrt(s2 - sn2) * z
             y_t = y_t + update
         if on_step is not None:
-            on_step(i, t, x0_hat, y_t)
+            on_step(StepRecord(i, t, i + 1, x0_hat, y_t, last))
         if last:
             return y_t, i + 1
     raise AssertionError("unreachable: the last step always returns")

@@ -22,12 +22,12 @@ from typing import Any
 import numpy as np
 
 from diracbench.errors import UserError
-from diracbench.methods.base import Problem, Reconstruction, RunContext
+from diracbench.methods.base import Problem, Reconstruction, RunContext, recorder_for
+from diracbench.metrics.recorder import STEP_MAJOR, Trajectory
 from diracbench.scico_ops import (
     INITS,
     Chunk,
     ChunkResult,
-    batch_psnr_dc,
     build_operator,
     configure_jax,
     itstat_quiet,
@@ -63,14 +63,17 @@ POWER_ITERATIONS = 100
 
 
 def reconstruct(problem: Problem, hparams: dict, ctx: RunContext) -> Reconstruction:
-    return _solve(problem, [hparams], ctx, log_trajectory=True)[0]
+    recorder = recorder_for(problem, ctx)
+    # Every iteration's PSNR and data consistency, no LPIPS.
+    trajectory = None if recorder is None else recorder.trajectory(every=1, order=STEP_MAJOR)
+    return _solve(problem, [hparams], ctx, trajectory)[0]
 
 
 def reconstruct_grid(problem: Problem, candidates: list[dict], ctx: RunContext) -> list[Reconstruction]:
-    return _solve(problem, candidates, ctx, log_trajectory=False)
+    return _solve(problem, candidates, ctx, None)
 
 
-def _solve(problem: Problem, candidates: list[dict], ctx: RunContext, log_trajectory: bool) -> list[Reconstruction]:
+def _solve(problem: Problem, candidates: list[dict], ctx: RunContext, trajectory: Trajectory | None) -> list[Reconstruction]:
     configure_jax(ctx.threads, ctx.device.type)
     for hp in candidates:
         if hp.get("init") not in INITS:
@@ -82,7 +85,7 @@ def _solve(problem: Problem, candidates: list[dict], ctx: RunContext, log_trajec
     def solve_chunk(chunk: Chunk) -> ChunkResult:
         return run_padmm(problem.spec, chunk)
 
-    return solve_candidates(problem, candidates, method=METHOD, required=REQUIRED, vectorised=("lam", "rho"), solve_chunk=solve_chunk, log_trajectory=log_trajectory)
+    return solve_candidates(problem, candidates, method=METHOD, required=REQUIRED, vectorised=("lam", "rho"), solve_chunk=solve_chunk, trajectory=trajectory)
 
 
 def tv_operators(spec: dict, batch: int, blur_impl: str) -> tuple[Any, Any, Any]:
@@ -155,24 +158,18 @@ def _compiled(spec_key: str, batch: int, blur_impl: str) -> tuple[Any, Any, Any,
 
 
 def run_padmm(spec: dict, chunk: Chunk, history: bool = False) -> ChunkResult:
-    """scico ProximalADMM on one batch; with `history`, stats also hold the per-image objective."""
+    """scico ProximalADMM on one batch (every iterate to the chunk's recorder callback); with
+    `history`, stats hold the per-image objective of every iterate."""
     _, jnp = jax_modules()
     hp = chunk.hparams
     op, D, init_state, step = _compiled(operator_key(spec), len(chunk.y), hp["blur_impl"])
     y = jnp.asarray(chunk.y)
     lam, rho = per_image(chunk.params["lam"]), per_image(chunk.params["rho"])
     state = init_state(y, lam, rho, op.init(y, hp["init"]))
-    stats: dict[str, list] = {"psnr": [], "dc": [], "objective": []}
-    x_clean = jnp.asarray(chunk.x) if chunk.log else None
+    objective: list[np.ndarray] = []
 
-    def log(x) -> None:
-        if chunk.log:
-            psnr, dc = batch_psnr_dc(op.A, y, x, x_clean)
-            stats["psnr"].append(psnr)
-            stats["dc"].append(dc)
-        if history:
-            stats["objective"].append(tv_objective(op, D, y, x, lam))
+    def observe(x) -> None:
+        objective.append(tv_objective(op, D, y, x, lam))
 
-    iterates, seconds = run_iterations(step, state, (y, lam, rho), chunk, log)
-    kept = {k: np.stack(v) for k, v in stats.items() if v}
-    return ChunkResult(iterates, kept or None, seconds)
+    iterates, seconds = run_iterations(step, state, (y, lam, rho), chunk, observe if history else None)
+    return ChunkResult(iterates, {"objective": np.stack(objective)} if history else None, seconds)

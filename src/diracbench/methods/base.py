@@ -1,8 +1,10 @@
 """The data every method receives and returns.
 
-A method sees the measurements `y`, the operator that made them and its noise level. The clean
-images `x` ride along only so a method can log quality along its trajectory (PSNR/LPIPS of its
-x0 estimate per step, for the paper's figures); no algorithm may use them to compute its output.
+A method sees the measurements `y`, the operator that made them and its noise level, never the
+clean images `x`: the harness keeps those in a `Recorder` (metrics/recorder.py) and hands it to
+the method as `RunContext.recorder`, through which the method's sampler logs the quality of its
+steps (PSNR/LPIPS of its x0 estimate per step, for the paper's figures) without the algorithm
+ever holding `x`.
 """
 
 from __future__ import annotations
@@ -17,16 +19,14 @@ import torch
 
 from diracbench.errors import UserError
 from diracbench.io import read_npz
+from diracbench.metrics.recorder import TRAJECTORY_COLUMNS, Recorder
 from diracbench.operators import DegradationFamily, LinearOperator, family_from_spec, load_operator_spec
 from diracbench.seeding import seed_from_string
-
-TRAJECTORY_COLUMNS = ["image", "name", "step", "t", "nfe", "dc", "psnr", "lpips"]
 
 
 @dataclass
 class Problem:
     y: torch.Tensor  # (N, C, H, W) measurements in [0, 1]
-    x: torch.Tensor  # clean images: for trajectory logging only
     names: list[str]
     spec: dict  # operator.json
     family: DegradationFamily  # the operator family with its linear severity rule
@@ -45,12 +45,12 @@ class Problem:
         """The first n images (all when n is None)."""
         if n is None or n >= len(self):
             return self
-        return Problem(self.y[:n], self.x[:n], self.names[:n], self.spec, self.family, self.operator, self.sigma_1, self.split)
+        return Problem(self.y[:n], self.names[:n], self.spec, self.family, self.operator, self.sigma_1, self.split)
 
     def select(self, index: list[int]) -> "Problem":
         """The images at `index` (repeats allowed: a padded batch), in that order."""
         idx = torch.as_tensor(index, dtype=torch.long, device=self.y.device)
-        return Problem(self.y[idx], self.x[idx], [self.names[i] for i in index], self.spec, self.family, self.operator, self.sigma_1, self.split)
+        return Problem(self.y[idx], [self.names[i] for i in index], self.spec, self.family, self.operator, self.sigma_1, self.split)
 
     def image_seeds(self, *parts: Any) -> list[int]:
         """One sampling seed per image, from its name: independent of batch composition."""
@@ -65,6 +65,8 @@ class RunContext:
     inputs: dict[str, Path] = field(default_factory=dict)  # model weights, schedule, ... by name
     # Loaded models by key: `sample` calls a method once per batch and must not reload its weights.
     cache: dict = field(default_factory=dict, repr=False)
+    # The clean images of exactly the problem's images, for trajectories (None: none wanted).
+    recorder: Recorder | None = field(default=None, repr=False)
 
     def cached(self, key: Any, build):
         if key not in self.cache:
@@ -100,7 +102,27 @@ class Reconstruction:
                 raise ValueError(f"trajectory lacks columns {sorted(missing)}")
 
 
+def recorder_for(problem: Problem, ctx: RunContext) -> Recorder | None:
+    """`ctx.recorder`, checked to hold the problem's images (the harness selects both alike)."""
+    recorder = ctx.recorder
+    if recorder is not None and recorder.names != problem.names:
+        raise ValueError(f"the run context's recorder holds other images ({recorder.names[:3]}...) than the problem ({problem.names[:3]}...); select it with the problem")
+    return recorder
+
+
 def load_problem(operator_json: str | Path, measurements: str | Path, split: str, device: torch.device) -> Problem:
+    """A method's input from operator.json and a measurements file (its clean images stay behind)."""
+    return _load(operator_json, measurements, split, device)[0]
+
+
+def load_problem_and_recorder(operator_json: str | Path, measurements: str | Path, split: str, device: torch.device, max_images: int | None = None) -> tuple[Problem, Recorder]:
+    """The method's input (the first `max_images` images) and the harness's recorder of the same images."""
+    problem, x = _load(operator_json, measurements, split, device)
+    problem = problem.subset(max_images)
+    return problem, Recorder.for_problem(problem, x[: len(problem)])
+
+
+def _load(operator_json: str | Path, measurements: str | Path, split: str, device: torch.device) -> tuple[Problem, torch.Tensor]:
     spec = load_operator_spec(operator_json)
     data = read_npz(measurements, required=("x", "y", "names"), producer="the 'measure' rule")
     y = torch.from_numpy(data["y"]).to(device)
@@ -110,7 +132,8 @@ def load_problem(operator_json: str | Path, measurements: str | Path, split: str
     if list(y.shape[-2:]) != list(spec["image_size"]):
         raise UserError(f"{measurements} holds {tuple(y.shape[-2:])} images but {operator_json} describes {spec['image_size']}; rerun 'measure'")
     family = family_from_spec(spec, device=device)
-    return Problem(y, x, [str(n) for n in data["names"]], spec, family, family.measurement_operator(), float(spec["sigma_1"]), split)
+    problem = Problem(y, [str(n) for n in data["names"]], spec, family, family.measurement_operator(), float(spec["sigma_1"]), split)
+    return problem, x
 
 
 def empty_trajectory() -> pd.DataFrame:

@@ -26,16 +26,17 @@ singular value never produces inf or NaN. The output is the x0 estimate of the t
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from diracbench.errors import UserError
 from diracbench.methods.base import Problem, Reconstruction, RunContext
+from diracbench.metrics.recorder import StepCallback, recording_seconds
 from diracbench.operators import SpectralDecomposition
 from diracbench.operators.base import ELEMENTWISE, SEPARABLE
-from diracbench.prior.sampling import TrajectoryLog, TrajectorySettings, batches, measurement_pm, prior_from_context, require
+from diracbench.prior.sampling import batches, measurement_pm, open_trajectory, prior_from_context, record, require
 from diracbench.prior.schedule import DDPMSchedule
 from diracbench.seeding import image_generators, randn_per_image
 
@@ -63,7 +64,6 @@ METHOD_SPECS = {
 
 HPARAMS = ("steps", "eta", "eta_b", "blur_threshold", "mask_threshold", "batch_size", "prior")
 EpsFn = Callable[[torch.Tensor, int], torch.Tensor]
-StepCallback = Callable[[int, bool, int, torch.Tensor], None]
 
 
 def thresholded_singular_values(svd: SpectralDecomposition, blur_threshold: float, mask_threshold: float) -> torch.Tensor:
@@ -81,6 +81,11 @@ def time_grid(num_timesteps: int, steps: int) -> list[int]:
     return list(range(0, num_timesteps, num_timesteps // steps))
 
 
+def skip_timesteps(num_timesteps: int, steps: int) -> list[int]:
+    """The sampler's timesteps: the official skip grid walked down (950, 900, ..., 0 for 20 steps)."""
+    return time_grid(num_timesteps, steps)[::-1]
+
+
 def ddrm_sample(
     eps_fn: EpsFn,
     svd: SpectralDecomposition,
@@ -88,14 +93,19 @@ def ddrm_sample(
     y_pm: torch.Tensor,
     sigma_y: float,
     schedule: DDPMSchedule,
-    steps: int,
+    timesteps: Sequence[int],
     eta: float,
     eta_b: float,
     generators: list[torch.Generator],
     callback: StepCallback | None = None,
 ) -> torch.Tensor:
-    """DDRM on a batch y_pm (B, C, H, W); `s` the (thresholded) singular values, broadcastable
-    to one image. Returns the final x0 estimate in [-1, 1] (not clipped)."""
+    """DDRM on a batch y_pm (B, C, H, W) down the network timesteps `timesteps` (decreasing, e.g.
+    `skip_timesteps(T, steps)`); `s` the (thresholded) singular values, broadcastable to one image.
+    Returns the x0 estimate of the last timestep in [-1, 1] (not clipped); `callback(record)`
+    sees each step's x0 estimate."""
+    ts = [int(t) for t in timesteps]
+    if not ts or ts[-1] < 0 or any(a <= b for a, b in zip(ts, ts[1:])):
+        raise UserError(f"ddrm: timesteps must decrease to a last one >= 0 (got {ts})")
     device, dtype = y_pm.device, y_pm.dtype
     shape = y_pm.shape
     s = s.to(device=device, dtype=dtype).expand(shape[1:])
@@ -103,24 +113,24 @@ def ddrm_sample(
     s_safe = torch.where(info, s, torch.ones_like(s))
     sy_safe = max(float(sigma_y), 1e-12)
     c = svd.Ut(y_pm)
-    seq = time_grid(schedule.num_timesteps, steps)
-    seq_next = [-1] + seq[:-1]
+    # The next level of the last step is -1: no further step, its x0 estimate is the output.
+    ts_next = ts[1:] + [-1]
 
     def noise() -> torch.Tensor:
         return randn_per_image(shape, generators, dtype=dtype).to(device)
 
-    sigma_T = schedule.ve_sigma(seq[-1])
+    sigma_T = schedule.ve_sigma(ts[0])
     large = info & (s * sigma_T > sigma_y)
     init = c / s_safe + torch.sqrt((sigma_T**2 - (sigma_y / s_safe) ** 2).clamp_min(0.0)) * noise()
     xbar = torch.where(large, init, sigma_T * noise())
-    x = schedule.alpha_bar(seq[-1]) ** 0.5 * svd.V(xbar)
-    for step, (t, t_next) in enumerate(zip(reversed(seq), reversed(seq_next))):
+    x = schedule.alpha_bar(ts[0]) ** 0.5 * svd.V(xbar)
+    for step, (t, t_next) in enumerate(zip(ts, ts_next)):
         ab = schedule.alpha_bar(t)
         with torch.no_grad():
             eps = eps_fn(x, t)
         x0 = (x - (1.0 - ab) ** 0.5 * eps) / ab**0.5
         if callback is not None:
-            callback(step, t_next < 0, t, x0)
+            callback(record(step, t, schedule.num_timesteps, step + 1, x0, None, t_next < 0))
         if t_next < 0:
             return x0
         m, e = svd.Vt(x0), svd.Vt(eps)
@@ -143,14 +153,13 @@ def _check(hparams: dict) -> None:
 def reconstruct(problem: Problem, hparams: dict, ctx: RunContext) -> Reconstruction:
     _check(hparams)
     model, schedule = prior_from_context(problem, hparams, ctx)
-    trajectory = TrajectorySettings.from_hparams(hparams, "ddrm")
-    log = TrajectoryLog(problem, trajectory, schedule.num_timesteps) if trajectory is not None else None
+    log = open_trajectory(problem, hparams, ctx, "ddrm")
     y_pm, sigma_y = measurement_pm(problem)
     svd = problem.operator.svd()
     s = thresholded_singular_values(svd, float(hparams["blur_threshold"]), float(hparams["mask_threshold"]))
     seeds = problem.image_seeds("ddrm", ctx.seed)
-    steps = int(hparams["steps"])
-    nfe = len(time_grid(schedule.num_timesteps, steps))
+    ts = skip_timesteps(schedule.num_timesteps, int(hparams["steps"]))
+    nfe = len(ts)
     x_hat = np.empty(tuple(problem.y.shape), dtype=np.float32)
     seconds = np.empty(len(problem), dtype=np.float64)
 
@@ -160,15 +169,9 @@ def reconstruct(problem: Problem, hparams: dict, ctx: RunContext) -> Reconstruct
     for sl in batches(len(problem), int(hparams["batch_size"])):
         images = np.arange(sl.start, sl.stop)
         gens = image_generators([seeds[i] for i in images], device=ctx.device)
-        start = time.perf_counter()
-        logged_before = 0.0 if log is None else log.seconds
-
-        def callback(step: int, last: bool, t: int, x0: torch.Tensor) -> None:
-            if log is not None:
-                log.log(step, last, t, step + 1, x0, images)
-
-        out = ddrm_sample(eps_fn, svd, s, y_pm[sl], sigma_y, schedule, steps, float(hparams["eta"]), float(hparams["eta_b"]), gens, callback)
+        callback = None if log is None else log.bind(images)
+        start, recorded = time.perf_counter(), recording_seconds(log)
+        out = ddrm_sample(eps_fn, svd, s, y_pm[sl], sigma_y, schedule, ts, float(hparams["eta"]), float(hparams["eta_b"]), gens, callback)
         x_hat[sl] = ((out + 1.0) / 2.0).clamp(0.0, 1.0).cpu().numpy()
-        log_time = 0.0 if log is None else log.seconds - logged_before
-        seconds[sl] = (time.perf_counter() - start - log_time) / len(images)
+        seconds[sl] = (time.perf_counter() - start - (recording_seconds(log) - recorded)) / len(images)
     return Reconstruction(x_hat, np.full(len(problem), nfe), seconds, None if log is None else log.frame())

@@ -49,15 +49,16 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from diracbench.errors import UserError
 from diracbench.methods.base import Problem, Reconstruction, RunContext
+from diracbench.metrics.recorder import StepCallback, Trajectory, recording_seconds
 from diracbench.operators import LinearOperator
-from diracbench.prior.sampling import TrajectoryLog, TrajectorySettings, batches, measurement_pm, prior_from_context, prior_settings, require
+from diracbench.prior.sampling import batches, measurement_pm, open_trajectory, prior_from_context, prior_settings, record, require
 from diracbench.prior.schedule import DDPMSchedule
 from diracbench.progress import progress
 from diracbench.seeding import image_generators, randn_per_image
@@ -94,8 +95,6 @@ PER_IMAGE = ("lam", "zeta")
 # [-1, 1] units: the official max(0.001, sigma_n) floor, sigma_n in [0, 1] units.
 SIGMA_Y_FLOOR = 2e-3
 EpsFn = Callable[[torch.Tensor, int], torch.Tensor]
-# callback(step, last, t, nfe, estimate): x0_hat after the data step, the output at the last step.
-StepCallback = Callable[[int, bool, int, int, torch.Tensor], None]
 
 
 def _quad(num_timesteps: int, steps: int) -> list[int]:
@@ -127,7 +126,7 @@ def diffpir_sample(
     y_pm: torch.Tensor,
     sigma_y: float,
     schedule: DDPMSchedule,
-    steps: int,
+    timesteps: Sequence[int],
     lams: torch.Tensor | float,
     zetas: torch.Tensor | float,
     generators: list[torch.Generator],
@@ -136,7 +135,10 @@ def diffpir_sample(
     desc: str = "diffpir",
 ) -> torch.Tensor:
     """DiffPIR on a batch y_pm (B, C, H, W) in [-1, 1] with noise std sigma_y, one lam, zeta and
-    generator per image. Returns the t = 0 iterate in [-1, 1] (not clipped).
+    generator per image, down the network timesteps `timesteps` (decreasing to 0, e.g.
+    `quad_timesteps(T, steps)`). Returns the t = 0 iterate in [-1, 1] (not clipped).
+    `callback(record)` sees x0_hat after each data step, with the new iterate, and at the last
+    step (t = 0) the output itself.
 
     `clip_x0=False` keeps the prior's x0 prediction unclipped (the official code clips; the
     analytic tests switch it off to keep every step affine)."""
@@ -147,7 +149,9 @@ def diffpir_sample(
     if not bool((lams > 0).all()) or not bool(((zetas >= 0) & (zetas <= 1)).all()):
         raise UserError("diffpir: need lam > 0 and zeta in [0, 1] for every image")
     keep, fresh = torch.sqrt(1.0 - zetas), torch.sqrt(zetas)
-    ts = quad_timesteps(schedule.num_timesteps, steps)
+    ts = [int(t) for t in timesteps]
+    if len(ts) < 2 or ts[-1] != 0 or any(a <= b for a, b in zip(ts, ts[1:])):
+        raise UserError(f"diffpir: timesteps must decrease to 0 in at least two steps (got {ts})")
     aty = operator.adjoint(y_pm)
 
     def noise() -> torch.Tensor:
@@ -169,11 +173,11 @@ def diffpir_sample(
         # depend on the settings of the others in its batch.
         x = math.sqrt(ab_next) * x0_hat + math.sqrt(1.0 - ab_next) * (keep * eps_hat + fresh * noise())
         if callback is not None:
-            callback(step, False, t, step + 1, x0_hat)
+            callback(record(step, t, schedule.num_timesteps, step + 1, x0_hat, x, False))
         bar.update(1)
     bar.close()
     if callback is not None:
-        callback(len(ts) - 1, True, ts[-1], len(ts) - 1, x)
+        callback(record(len(ts) - 1, ts[-1], schedule.num_timesteps, len(ts) - 1, x, None, True))
     return x
 
 
@@ -187,14 +191,13 @@ def _check(hparams: dict) -> None:
     quad_timesteps(int(prior_settings(hparams)["num_timesteps"]), hparams["steps"])
 
 
-def _run(problem: Problem, entries: list[tuple[int, float, float]], hparams: dict, ctx: RunContext, trajectory: TrajectorySettings | None) -> tuple[np.ndarray, np.ndarray, TrajectoryLog | None, int]:
-    """Sample every (image index, lam, zeta) entry; returns x_hat01, seconds per entry, log, NFE."""
+def _run(problem: Problem, entries: list[tuple[int, float, float]], hparams: dict, ctx: RunContext, log: Trajectory | None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Sample every (image index, lam, zeta) entry into `log`; returns x_hat01, seconds per entry, NFE."""
     model, schedule = prior_from_context(problem, hparams, ctx)
-    steps = int(hparams["steps"])
-    nfe = len(quad_timesteps(schedule.num_timesteps, steps)) - 1
+    ts = quad_timesteps(schedule.num_timesteps, int(hparams["steps"]))
+    nfe = len(ts) - 1
     y_pm, sigma_y = measurement_pm(problem)
     seeds = problem.image_seeds("diffpir", ctx.seed)
-    log = TrajectoryLog(problem, trajectory, schedule.num_timesteps) if trajectory is not None else None
     x_hat = np.empty((len(entries), *problem.y.shape[1:]), dtype=np.float32)
     seconds = np.empty(len(entries), dtype=np.float64)
 
@@ -207,24 +210,19 @@ def _run(problem: Problem, entries: list[tuple[int, float, float]], hparams: dic
         lams = torch.tensor([lam for _, lam, _ in chunk], dtype=problem.y.dtype)
         zetas = torch.tensor([zeta for _, _, zeta in chunk], dtype=problem.y.dtype)
         gens = image_generators([seeds[i] for i in images], device=ctx.device)
-        start = time.perf_counter()
-        logged_before = 0.0 if log is None else log.seconds
-
-        def callback(step: int, last: bool, t: int, n: int, x0: torch.Tensor) -> None:
-            if log is not None:
-                log.log(step, last, t, n, x0, images)
-
-        out = diffpir_sample(eps_fn, problem.operator, y_pm[images], sigma_y, schedule, steps, lams, zetas, gens, True, callback, desc=f"diffpir {sl.start + len(chunk)}/{len(entries)}")
+        callback: StepCallback | None = None if log is None else log.bind(images)
+        start, recorded = time.perf_counter(), recording_seconds(log)
+        out = diffpir_sample(eps_fn, problem.operator, y_pm[images], sigma_y, schedule, ts, lams, zetas, gens, True, callback, desc=f"diffpir {sl.start + len(chunk)}/{len(entries)}")
         x_hat[sl] = ((out + 1.0) / 2.0).clamp(0.0, 1.0).cpu().numpy()
-        log_time = 0.0 if log is None else log.seconds - logged_before
-        seconds[sl] = (time.perf_counter() - start - log_time) / len(chunk)
-    return x_hat, seconds, log, nfe
+        seconds[sl] = (time.perf_counter() - start - (recording_seconds(log) - recorded)) / len(chunk)
+    return x_hat, seconds, nfe
 
 
 def reconstruct(problem: Problem, hparams: dict, ctx: RunContext) -> Reconstruction:
     _check(hparams)
     entries = [(i, float(hparams["lam"]), float(hparams["zeta"])) for i in range(len(problem))]
-    x_hat, seconds, log, nfe = _run(problem, entries, hparams, ctx, TrajectorySettings.from_hparams(hparams, "diffpir"))
+    log = open_trajectory(problem, hparams, ctx, "diffpir")
+    x_hat, seconds, nfe = _run(problem, entries, hparams, ctx, log)
     return Reconstruction(x_hat, np.full(len(problem), nfe), seconds, None if log is None else log.frame())
 
 
@@ -247,7 +245,7 @@ def reconstruct_entries(problem: Problem, candidates: list[dict], entries: list[
     for c in candidates:
         _check(c)
     per_entry = [(i, float(candidates[j]["lam"]), float(candidates[j]["zeta"])) for j, i in entries]
-    x_hat, seconds, _, nfe = _run(problem, per_entry, _shared(candidates[0]), ctx, None)
+    x_hat, seconds, nfe = _run(problem, per_entry, _shared(candidates[0]), ctx, None)
     return Reconstruction(x_hat, np.full(len(entries), nfe), seconds)
 
 

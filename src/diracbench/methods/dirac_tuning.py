@@ -130,7 +130,7 @@ def tune(problem: "Problem", settings: dict, ctx: "RunContext") -> "TuningResult
     # The run machinery lives with the method; imported here to keep the import graph one-way.
     from diracbench.dirac.sampler import SamplerSettings
     from diracbench.methods import dirac as m
-    from diracbench.methods.base import TuningResult
+    from diracbench.methods.base import TuningResult, recorder_for
 
     m._require(settings, ("variants", "tuning", "lpips", "batch_size"), "Dirac tuning settings")
     tuning = settings["tuning"]
@@ -162,34 +162,23 @@ def tune(problem: "Problem", settings: dict, ctx: "RunContext") -> "TuningResult
                 entry["quantities"].append(cand["output"])
             if objectives[v] == "fd_vgg":
                 entry["fd"].add(cand["output"])
-    metric = m._lpips(settings["lpips"], ctx.device)
+    recorder = recorder_for(problem, ctx)
+    if recorder is None:
+        raise UserError("Dirac's tuning scores its reverse path against the clean val images, which only the harness holds: run it through `python -m diracbench.tune` (or pass RunContext.recorder)")
     seeds = problem.image_seeds("dirac", "tune", ctx.seed)
-    feats = None
     for key, entry in runs.items():
         hp = entry["hp"]
         full = SamplerSettings.from_dict({**hp, "t_stop": 0.0})
-        keep_iterate = "iterate" in entry["quantities"]
         model, family, noise = m._load(problem, ctx, hp["model_dt"])
+        # Every step of the path is a row; LPIPS and FD-VGG every `lpips_every` steps and the last.
+        log = recorder.trajectory(every=1, lpips_every=every, lpips=settings["lpips"], deferred=True, iterate="iterate" in entry["quantities"])
         tic = time.perf_counter()
-        run = m._run(model, family, noise, problem.y, problem.x, seeds, full, int(settings["batch_size"]), every, record=True, keep_iterate=keep_iterate)
+        m._run(model, family, noise, problem.y, seeds, full, int(settings["batch_size"]), log)
         users = "+".join(v for v in VARIANTS if any(run_key(c) == key for c in cands[v]))
         label = ", ".join([users] + [f"{k}={hp[k]}" for k in params if k in RUN_KEYS])
         print(f"dirac tuning run ({label}): {full.steps} steps on {len(problem)} val images in {time.perf_counter() - tic:.1f}s", flush=True)
-        lp = m._lpips_column(run, problem.x, metric)
-        entry["trajectory"] = m._trajectory(run, problem.names, lp)
-        entry["per_step"] = {}
-        for quantity in entry["quantities"]:
-            per_step = run.rows.assign(lpips=lp.to_numpy()).groupby("step").agg(t=("t", "first"), nfe=("nfe", "first"), psnr=("psnr", "mean"), lpips=("lpips", "mean"), dc=("dc", "mean"))
-            if quantity == "iterate":
-                per_step["psnr"] = run.rows.groupby("step")["psnr_iterate"].mean()
-                per_step["lpips"] = m._lpips_column(run, problem.x, metric, "iterate").groupby(run.rows["step"]).mean()
-            if quantity in entry["fd"]:
-                if feats is None:
-                    from diracbench.metrics.perceptual import VGGFeatures
-
-                    feats = VGGFeatures(upsample_below=settings["lpips"]["upsample_below"], device=ctx.device)
-                per_step["fd_vgg"] = pd.Series(m._fd_vgg(run, problem.x, feats, quantity))
-            entry["per_step"][quantity] = per_step.reset_index()
+        entry["trajectory"] = log.frame()
+        entry["per_step"] = {q: log.per_step(q, fd_vgg=q in entry["fd"]) for q in entry["quantities"]}
     chosen, grids, trajs = {}, [], []
     for v in VARIANTS:
         grid, owner = _variant_grid(v, cands[v], runs, params, objectives[v])

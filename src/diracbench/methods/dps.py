@@ -25,8 +25,9 @@ import torch
 
 from diracbench.errors import UserError
 from diracbench.methods.base import Problem, Reconstruction, RunContext
+from diracbench.metrics.recorder import StepCallback, Trajectory, recording_seconds
 from diracbench.operators import LinearOperator
-from diracbench.prior.sampling import TrajectoryLog, TrajectorySettings, batches, measurement_pm, prior_from_context, require
+from diracbench.prior.sampling import batches, measurement_pm, open_trajectory, prior_from_context, record, require
 from diracbench.prior.schedule import SpacedSchedule
 from diracbench.progress import progress
 from diracbench.seeding import image_generators, randn_per_image
@@ -57,7 +58,6 @@ METHOD_SPECS = {
 HPARAMS = ("steps", "scale", "variance", "clip_x0", "batch_size", "prior")
 VARIANCES = ("fixedsmall", "fixedlarge", "learned")
 EpsFn = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor | None]]
-StepCallback = Callable[[int, bool, int, torch.Tensor], None]
 
 
 def guidance(eps_fn: EpsFn, operator: LinearOperator, y_pm: torch.Tensor, x_t: torch.Tensor, t_model: int, abar_t: float, clip_x0: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -91,8 +91,8 @@ def dps_sample(
 ) -> torch.Tensor:
     """DPS on a batch: y_pm (B, C, H, W) in [-1, 1], one step size and one generator per image.
 
-    Returns the final iterate x_0 in [-1, 1] (not clipped). `callback(step, last, t_model, x0_hat)`
-    sees every step's clipped x0 estimate (step counts sampler iterations from 0).
+    Returns the final iterate x_0 in [-1, 1] (not clipped). `callback(record)` sees every step:
+    the clipped x0 estimate and the new iterate x_{t-1} (step counts sampler iterations from 0).
     """
     if variance not in VARIANCES:
         raise UserError(f"dps: variance must be one of {VARIANCES} (got {variance!r})")
@@ -121,7 +121,7 @@ def dps_sample(
             mean = mean + torch.exp(0.5 * logvar) * randn_per_image(x.shape, generators, dtype=dtype).to(device)
         x = (mean - scales * grad).detach()
         if callback is not None:
-            callback(step, k == 0, t_model, x0)
+            callback(record(step, t_model, schedule.num_timesteps, step + 1, x0, x, k == 0))
         bar.update(1)
     bar.close()
     return x
@@ -133,14 +133,13 @@ def _check(hparams: dict) -> None:
         raise UserError(f"dps: hparams.variance must be one of {VARIANCES} (got {hparams['variance']!r})")
 
 
-def _run(problem: Problem, entries: list[tuple[int, float]], hparams: dict, ctx: RunContext, trajectory: TrajectorySettings | None) -> tuple[np.ndarray, np.ndarray, TrajectoryLog | None, int]:
-    """Sample every (image index, step size) entry; returns x_hat01, seconds per entry, log, NFE."""
+def _run(problem: Problem, entries: list[tuple[int, float]], hparams: dict, ctx: RunContext, log: Trajectory | None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Sample every (image index, step size) entry into `log`; returns x_hat01, seconds per entry, NFE."""
     _check(hparams)
     model, base = prior_from_context(problem, hparams, ctx)
     schedule = base.spaced(int(hparams["steps"]))
     y_pm, _ = measurement_pm(problem)
     seeds = problem.image_seeds("dps", ctx.seed)
-    log = TrajectoryLog(problem, trajectory, base.num_timesteps) if trajectory is not None else None
     x_hat = np.empty((len(entries), *problem.y.shape[1:]), dtype=np.float32)
     seconds = np.empty(len(entries), dtype=np.float64)
 
@@ -152,24 +151,19 @@ def _run(problem: Problem, entries: list[tuple[int, float]], hparams: dict, ctx:
         images = np.array([i for i, _ in chunk])
         scales = torch.tensor([s for _, s in chunk], dtype=problem.y.dtype)
         gens = image_generators([seeds[i] for i in images], device=ctx.device)
-        start = time.perf_counter()
-        logged_before = 0.0 if log is None else log.seconds
-
-        def callback(step: int, last: bool, t_model: int, x0: torch.Tensor) -> None:
-            if log is not None:
-                log.log(step, last, t_model, step + 1, x0, images)
-
+        callback: StepCallback | None = None if log is None else log.bind(images)
+        start, recorded = time.perf_counter(), recording_seconds(log)
         out = dps_sample(eps_fn, problem.operator, y_pm[images], schedule, scales, hparams["variance"], gens, bool(hparams["clip_x0"]), callback, desc=f"dps {sl.start + len(chunk)}/{len(entries)}")
         x_hat[sl] = ((out + 1.0) / 2.0).clamp(0.0, 1.0).cpu().numpy()
-        log_time = 0.0 if log is None else log.seconds - logged_before
-        seconds[sl] = (time.perf_counter() - start - log_time) / len(chunk)
-    return x_hat, seconds, log, len(schedule)
+        seconds[sl] = (time.perf_counter() - start - (recording_seconds(log) - recorded)) / len(chunk)
+    return x_hat, seconds, len(schedule)
 
 
 def reconstruct(problem: Problem, hparams: dict, ctx: RunContext) -> Reconstruction:
     _check(hparams)
     entries = [(i, float(hparams["scale"])) for i in range(len(problem))]
-    x_hat, seconds, log, nfe = _run(problem, entries, hparams, ctx, TrajectorySettings.from_hparams(hparams, "dps"))
+    log = open_trajectory(problem, hparams, ctx, "dps")
+    x_hat, seconds, nfe = _run(problem, entries, hparams, ctx, log)
     return Reconstruction(x_hat, np.full(len(problem), nfe), seconds, None if log is None else log.frame())
 
 
@@ -188,7 +182,7 @@ def reconstruct_entries(problem: Problem, candidates: list[dict], entries: list[
     for c in candidates:
         _check(c)
     base = {k: v for k, v in candidates[0].items() if k != "scale"}
-    x_hat, seconds, _, nfe = _run(problem, [(i, float(candidates[j]["scale"])) for j, i in entries], base | {"scale": None}, ctx, None)
+    x_hat, seconds, nfe = _run(problem, [(i, float(candidates[j]["scale"])) for j, i in entries], base | {"scale": None}, ctx, None)
     return Reconstruction(x_hat, np.full(len(entries), nfe), seconds)
 
 

@@ -23,15 +23,14 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-import numpy as np
 
 from diracbench.errors import UserError
-from diracbench.methods.base import Problem, Reconstruction, RunContext
+from diracbench.methods.base import Problem, Reconstruction, RunContext, recorder_for
+from diracbench.metrics.recorder import STEP_MAJOR, Trajectory
 from diracbench.scico_ops import (
     INITS,
     Chunk,
     ChunkResult,
-    batch_psnr_dc,
     build_operator,
     configure_jax,
     itstat_quiet,
@@ -66,14 +65,17 @@ BLIND_VARIANTS = ("6L", "6M", "6H", "17L", "17M", "17H")
 
 
 def reconstruct(problem: Problem, hparams: dict, ctx: RunContext) -> Reconstruction:
-    return _solve(problem, [hparams], ctx, log_trajectory=True)[0]
+    recorder = recorder_for(problem, ctx)
+    # Every iteration's PSNR and data consistency, no LPIPS.
+    trajectory = None if recorder is None else recorder.trajectory(every=1, order=STEP_MAJOR)
+    return _solve(problem, [hparams], ctx, trajectory)[0]
 
 
 def reconstruct_grid(problem: Problem, candidates: list[dict], ctx: RunContext) -> list[Reconstruction]:
-    return _solve(problem, candidates, ctx, log_trajectory=False)
+    return _solve(problem, candidates, ctx, None)
 
 
-def _solve(problem: Problem, candidates: list[dict], ctx: RunContext, log_trajectory: bool) -> list[Reconstruction]:
+def _solve(problem: Problem, candidates: list[dict], ctx: RunContext, trajectory: Trajectory | None) -> list[Reconstruction]:
     configure_jax(ctx.threads, ctx.device.type)
     for hp in candidates:
         if hp.get("variant") not in BLIND_VARIANTS:
@@ -86,7 +88,7 @@ def _solve(problem: Problem, candidates: list[dict], ctx: RunContext, log_trajec
     def solve_chunk(chunk: Chunk) -> ChunkResult:
         return run_admm(problem.spec, chunk)
 
-    return solve_candidates(problem, candidates, method=METHOD, required=REQUIRED, vectorised=("rho",), solve_chunk=solve_chunk, log_trajectory=log_trajectory)
+    return solve_candidates(problem, candidates, method=METHOD, required=REQUIRED, vectorised=("rho",), solve_chunk=solve_chunk, trajectory=trajectory)
 
 
 def exact_x_step(normal_solve) -> Any:
@@ -174,21 +176,13 @@ def _compiled(spec_key: str, batch: int, blur_impl: str, variant: str) -> tuple[
 
 
 def run_admm(spec: dict, chunk: Chunk) -> ChunkResult:
-    """scico ADMM on one batch; returns the iterates at the requested iteration counts."""
+    """scico ADMM on one batch; returns the iterates at the requested iteration counts (and passes
+    every iterate to the chunk's recorder callback)."""
     _, jnp = jax_modules()
     hp = chunk.hparams
     op, init_state, step = _compiled(operator_key(spec), len(chunk.y), hp["blur_impl"], hp["variant"])
     y = jnp.asarray(chunk.y)
     rho = per_image(chunk.params["rho"])
     state = init_state(y, rho, op.init(y, hp["init"]))
-    stats: dict[str, list] = {"psnr": [], "dc": []}
-    x_clean = jnp.asarray(chunk.x) if chunk.log else None
-
-    def log(x) -> None:
-        if chunk.log:
-            psnr, dc = batch_psnr_dc(op.A, y, x, x_clean)
-            stats["psnr"].append(psnr)
-            stats["dc"].append(dc)
-
-    iterates, seconds = run_iterations(step, state, (y, rho), chunk, log)
-    return ChunkResult(iterates, {k: np.stack(v) for k, v in stats.items()} if chunk.log else None, seconds)
+    iterates, seconds = run_iterations(step, state, (y, rho), chunk)
+    return ChunkResult(iterates, None, seconds)

@@ -1,5 +1,6 @@
-"""Plumbing shared by the two diffusion baselines (DPS, DDRM): measurement range conversion,
-the prior from the run context, batching with per-image seeds, and the per-step trajectory log.
+"""Plumbing shared by the diffusion baselines (DPS, DDRM, DiffPIR): measurement range conversion,
+the prior from the run context, batching with per-image seeds, and their trajectory settings
+(the log itself is the harness's recorder, metrics/recorder.py).
 
 Range conversion (baselines.md §0.1, §1.3): the shared measurement is y01 = A x01 + sigma_1 n.
 Because A is linear, y = 2 y01 - A(1) = A x + 2 sigma_1 n with x = 2 x01 - 1: the diffusion
@@ -8,18 +9,14 @@ samplers see the same noise realisation as every other method, at std sigma_y = 
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass
 from typing import Iterator
 
-import numpy as np
-import pandas as pd
 import torch
 
 from diracbench.errors import UserError
-from diracbench.methods.base import TRAJECTORY_COLUMNS, Problem, RunContext
-from diracbench.metrics.image_quality import data_consistency, psnr
+from diracbench.methods.base import Problem, RunContext, recorder_for
+from diracbench.metrics.recorder import StepRecord, Trajectory
 from diracbench.prior import PRIOR_FORMATS, PriorModel, load_prior
 from diracbench.prior.schedule import DDPMSchedule
 
@@ -79,48 +76,16 @@ class TrajectorySettings:
         return cls(int(tr["every"]), int(tr["lpips_every"]), str(tr["lpips"]["net"]), int(tr["lpips"]["upsample_below"]))
 
 
-class TrajectoryLog:
-    """Per-step quality of the sampler's x0 estimate: t, NFE, data consistency, PSNR, LPIPS.
+def open_trajectory(problem: Problem, hparams: dict, ctx: RunContext, method: str) -> Trajectory | None:
+    """The trajectory log of one run: None unless the settings ask for one and the harness passed a
+    recorder. Malformed settings are an error either way."""
+    settings = TrajectorySettings.from_hparams(hparams, method)
+    recorder = recorder_for(problem, ctx)
+    if settings is None or recorder is None:
+        return None
+    return recorder.trajectory(every=settings.every, lpips_every=settings.lpips_every, lpips={"net": settings.lpips_net, "upsample_below": settings.lpips_upsample_below})
 
-    `dc` = mean((y01 - A_1(clip(x0_01)))^2) in the [0, 1] range (compare with sigma_1^2), as the
-    metrics stage defines it. Rows are logged on steps divisible by `every` and on the last one;
-    LPIPS only on steps divisible by `lpips_every` (and the last), because it costs a VGG pass.
-    """
 
-    def __init__(self, problem: Problem, settings: TrajectorySettings, num_timesteps: int) -> None:
-        self.problem = problem
-        self.settings = settings
-        self.T = num_timesteps
-        self.rows: list[dict] = []
-        self.seconds = 0.0  # time spent logging, which samplers leave out of their per-image time
-        self._lpips = None
-        if settings.lpips_every > 0:
-            from diracbench.metrics.perceptual import LPIPSMetric
-
-            self._lpips = LPIPSMetric(net=settings.lpips_net, upsample_below=settings.lpips_upsample_below, device=problem.y.device)
-
-    def wants(self, step: int, last: bool) -> bool:
-        return last or step % self.settings.every == 0
-
-    @torch.no_grad()
-    def log(self, step: int, last: bool, t_model: int, nfe: int, x0_pm: torch.Tensor, images: np.ndarray) -> None:
-        """x0_pm: (b, C, H, W) estimates in [-1, 1] of the problem's images `images`."""
-        if not self.wants(step, last):
-            return
-        start = time.perf_counter()
-        idx = torch.as_tensor(images, device=x0_pm.device)
-        x01 = ((x0_pm.detach().float() + 1.0) / 2.0).clamp(0.0, 1.0)
-        y01 = self.problem.y[idx]
-        ref = self.problem.x[idx].clamp(0.0, 1.0)
-        dc = data_consistency(y01, x01, self.problem.operator)
-        psnr_values = psnr(x01, ref)
-        lp = [math.nan] * len(images)
-        if self._lpips is not None and (last or step % self.settings.lpips_every == 0):
-            lp = self._lpips(x01, ref).tolist()
-        for j, i in enumerate(images):
-            self.rows.append({"image": int(i), "name": self.problem.names[int(i)], "step": step, "t": t_model / self.T, "nfe": nfe, "dc": float(dc[j]), "psnr": float(psnr_values[j]), "lpips": lp[j]})
-        self.seconds += time.perf_counter() - start
-
-    def frame(self) -> pd.DataFrame:
-        table = pd.DataFrame(self.rows, columns=TRAJECTORY_COLUMNS)
-        return table.sort_values(["image", "step"], kind="stable").reset_index(drop=True)
+def record(step: int, t_model: int, num_timesteps: int, nfe: int, x0_pm: torch.Tensor, iterate_pm: torch.Tensor | None, last: bool) -> StepRecord:
+    """A DDPM sampler's step in the recorder's terms: t = t_model / T, images from [-1, 1] to [0, 1]."""
+    return StepRecord(step, t_model / num_timesteps, nfe, (x0_pm.detach() + 1.0) / 2.0, None if iterate_pm is None else (iterate_pm.detach() + 1.0) / 2.0, last)

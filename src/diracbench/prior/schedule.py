@@ -76,6 +76,7 @@ class SpacedSchedule:
     timesteps: tuple[int, ...]
     alphas_cumprod: np.ndarray  # (K,) at the kept steps
     betas: np.ndarray  # (K,)
+    num_timesteps: int  # T of the base schedule (timesteps are out of range(T))
 
     @classmethod
     def evenly(cls, base: DDPMSchedule, steps: int) -> "SpacedSchedule":
@@ -92,7 +93,7 @@ class SpacedSchedule:
         ab_all = base.alphas_cumprod
         ab = ab_all[np.asarray(kept, dtype=np.int64)]
         prev = np.concatenate([[1.0], ab[:-1]])
-        return cls(tuple(int(t) for t in kept), ab, 1.0 - ab / prev)
+        return cls(tuple(int(t) for t in kept), ab, 1.0 - ab / prev, base.num_timesteps)
 
     def __len__(self) -> int:
         return len(self.timesteps)
