@@ -19,22 +19,13 @@ from diracbench.methods.registry import spec
 from diracbench.operators import GaussianBlurFamily, LinearSchedule, SmoothMaskFamily
 from diracbench.prior.schedule import DDPMSchedule
 from diracbench.seeding import image_generators
+from test_ddrm import gaussian_eps  # the exact epsilon of a Gaussian prior, shared with DDRM's tests
 
 SCHEDULE = DDPMSchedule(1e-4, 2e-2, 1000)
 PRIOR_STD = 0.5
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "diffpir.schema.yaml"
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def gaussian_eps(prior_std: float, schedule: DDPMSchedule):
-    """The exact epsilon of x ~ N(0, prior_std^2 I) at every t: the MMSE denoiser, no network."""
-
-    def eps(x: torch.Tensor, t: int) -> torch.Tensor:
-        ab = schedule.alpha_bar(t)
-        return (1.0 - ab) ** 0.5 * x / (ab * prior_std**2 + 1.0 - ab)
-
-    return eps
 
 
 def recursion(ts: list[int], s: np.ndarray, c: np.ndarray, sigma_y: float, lam: float, zeta: float, prior_std: float, rho_factor: float = 1.0) -> tuple[np.ndarray, np.ndarray]:

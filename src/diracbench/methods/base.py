@@ -148,3 +148,15 @@ class TuningResult:
     chosen: dict
     grid: pd.DataFrame
     trajectory: pd.DataFrame | None = None
+
+
+def batched_grid(method: Any, problem: "Problem", candidates: list[dict], ctx: "RunContext") -> list["Reconstruction"]:
+    """A whole tuning grid in one batched run, for a method whose `grid_entries` lists the
+    (candidate, image) pairs it can batch and `reconstruct_entries` samples them; candidates it
+    cannot batch (None) run one by one through `reconstruct`."""
+    entries = method.grid_entries(len(problem), candidates)
+    if entries is None:
+        return [method.reconstruct(problem, c, ctx) for c in candidates]
+    n = len(problem)
+    r = method.reconstruct_entries(problem, candidates, entries, ctx)
+    return [Reconstruction(r.x_hat[j * n : (j + 1) * n], r.nfe[j * n : (j + 1) * n], r.seconds[j * n : (j + 1) * n]) for j in range(len(candidates))]

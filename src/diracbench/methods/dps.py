@@ -17,6 +17,7 @@ all 1000 steps. NFE counts network evaluations; each one also costs a backward p
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Callable
 
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 
 from diracbench.errors import UserError
-from diracbench.methods.base import Problem, Reconstruction, RunContext
+from diracbench.methods.base import Problem, Reconstruction, RunContext, batched_grid
 from diracbench.metrics.recorder import StepCallback, Trajectory, recording_seconds
 from diracbench.operators import LinearOperator
 from diracbench.prior.sampling import batches, measurement_pm, open_trajectory, prior_from_context, record, require
@@ -188,9 +189,4 @@ def reconstruct_entries(problem: Problem, candidates: list[dict], entries: list[
 
 def reconstruct_grid(problem: Problem, candidates: list[dict], ctx: RunContext) -> list[Reconstruction]:
     """All candidates in one batched run when they differ only in `scale` (the usual DPS grid)."""
-    entries = grid_entries(len(problem), candidates)
-    if entries is None:
-        return [reconstruct(problem, c, ctx) for c in candidates]
-    n = len(problem)
-    r = reconstruct_entries(problem, candidates, entries, ctx)
-    return [Reconstruction(r.x_hat[j * n : (j + 1) * n], r.nfe[j * n : (j + 1) * n], r.seconds[j * n : (j + 1) * n]) for j in range(len(candidates))]
+    return batched_grid(sys.modules[__name__], problem, candidates, ctx)

@@ -124,6 +124,14 @@ class DegradationFamily(ABC):
     def to_dict(self) -> dict:
         """Every parameter needed to rebuild the family (written to operator.json)."""
 
+    def _setup(self, image_size: tuple[int, int], device: torch.device | str, dtype: torch.dtype, cache_size: int, channels: int) -> None:
+        """What every family keeps: geometry, where its operators live, and their cache."""
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.channels = int(channels)
+        self._cache = OperatorCache(cache_size)
+
     @classmethod
     @abstractmethod
     def from_config(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from diracbench.errors import UserError
-from diracbench.operators.base import SEPARABLE, DegradationFamily, LinearOperator, OperatorCache, SpectralDecomposition, image_hw, per_image
+from diracbench.operators.base import SEPARABLE, DegradationFamily, LinearOperator, SpectralDecomposition, image_hw, per_image
 from diracbench.operators.severity import LinearSchedule, SeverityParameter, SeveritySchedule
 
 # Task registry entry (read as a literal by diracbench.tasks, without importing this module).
@@ -143,16 +143,12 @@ class GaussianBlurFamily(DegradationFamily):
     ) -> None:
         if kernel_size % 2 != 1:
             raise UserError(f"blur kernel_size must be odd (got {kernel_size})")
-        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self._setup(image_size, device, dtype, cache_size, channels)
         self.kernel_size = int(kernel_size)
         self.std = std
-        self.device = torch.device(device)
-        self.dtype = dtype
-        self.channels = int(channels)
         h, w = self.image_size
         self._basis_r = padded_correlation_basis(h, kernel_size).to(self.device, dtype)
         self._basis_c = self._basis_r if w == h else padded_correlation_basis(w, kernel_size).to(self.device, dtype)
-        self._cache = OperatorCache(cache_size)
 
     @classmethod
     def from_config(

@@ -23,7 +23,7 @@ import math
 import torch
 
 from diracbench.errors import UserError
-from diracbench.operators.base import DegradationFamily, LinearOperator, OperatorCache, SpectralDecomposition, image_hw, per_image
+from diracbench.operators.base import DegradationFamily, LinearOperator, SpectralDecomposition, image_hw, per_image
 from diracbench.operators.severity import LinearSchedule, SeverityParameter, SeveritySchedule
 
 # Task registry entry (read as a literal by diracbench.tasks, without importing this module).
@@ -156,14 +156,10 @@ class DownsampleFamily(DegradationFamily):
         cache_size: int = 512,
         channels: int = 3,
     ) -> None:
-        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self._setup(image_size, device, dtype, cache_size, channels)
         self.factor = int(factor)
         _check_factor(self.image_size, self.factor)
         self.strength = strength
-        self.device = torch.device(device)
-        self.dtype = dtype
-        self.channels = int(channels)
-        self._cache = OperatorCache(cache_size)
 
     @classmethod
     def from_config(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from diracbench.operators.base import DegradationFamily, LinearOperator, OperatorCache, SpectralDecomposition, image_hw, per_image
+from diracbench.operators.base import DegradationFamily, LinearOperator, SpectralDecomposition, image_hw, per_image
 from diracbench.operators.severity import LinearSchedule, SeverityParameter, SeveritySchedule
 
 # Task registry entry (read as a literal by diracbench.tasks, without importing this module).
@@ -103,14 +103,10 @@ class SmoothMaskFamily(DegradationFamily):
         cache_size: int = 512,
         channels: int = 3,
     ) -> None:
-        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self._setup(image_size, device, dtype, cache_size, channels)
         self.mask_std = mask_std
         self.power = float(power)
         self.centre = centre if centre is not None else (self.image_size[0] // 2, self.image_size[1] // 2)
-        self.device = torch.device(device)
-        self.dtype = dtype
-        self.channels = int(channels)
-        self._cache = OperatorCache(cache_size)
 
     @classmethod
     def from_config(
