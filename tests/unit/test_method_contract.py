@@ -24,7 +24,9 @@ from diracbench.methods import load_method
 from diracbench.methods.base import TRAJECTORY_COLUMNS, Problem, Recorder, RunContext
 from diracbench.methods.registry import registry
 from diracbench.nn.models import build_model, save_weights
-from diracbench.operators import DownsampleFamily, GaussianBlurFamily, GeometricNoise, SmoothMaskFamily, family_from_config, family_from_spec, operator_spec
+from diracbench.operators import GeometricNoise, family_from_config, family_from_spec, operator_spec
+from diracbench.operators.registry import operator_kind
+from diracbench.tasks import registry as task_registry
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -33,7 +35,8 @@ NET = {"model_channels": 8, "channel_mult": [1, 2], "num_blocks": 1, "attn_resol
 PRIOR = {"format": "diracbench", "beta_start": 1e-4, "beta_end": 2e-2, "num_timesteps": 1000}
 LPIPS = {"net": "vgg", "upsample_below": 64}
 TRAJ = {"every": 1, "lpips_every": 0, "lpips": LPIPS}
-TASKS = {"deblur": GaussianBlurFamily, "inpaint": SmoothMaskFamily, "sr4": DownsampleFamily}
+# Every registered task, through its operator kind's family: a new task is covered by registering it.
+TASKS = {name: operator_kind(spec.operator).family for name, spec in task_registry().items()}
 DIRAC = {"model_dt": 1.0, "dt": 0.5, "t_stop": 0.0, "estimator": "look_ahead", "delta": None, "guidance": "error", "zeta": 0.5, "guidance_sign": "descent", "output": "iterate",
          "batch_size": N, "lpips_every": 0, "lpips": LPIPS, "posterior_images": 0, "posterior_samples": 0, "posterior_t_stop": None}
 # name -> (hparams, NFE per image, a grid key and a second value, a bad setting and what its error names)
