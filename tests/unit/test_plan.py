@@ -214,3 +214,14 @@ def test_cli_writes_the_tidy_csv_and_the_markdown_table(tmp_path):
     assert (table.loc[table["rule"] == "sample_dps", "nfe_per_image"] == 10).all()
     md = (tmp_path / "plan.md").read_text()
     assert md.count("| sample_dps[") == 2 and "GPU-hours" in md
+
+
+def test_cli_fills_method_sections_a_config_leaves_out(tmp_path):
+    # config.yaml configures diffpir without a `diffpir:` section (its registry defaults apply),
+    # and sr4 in `extended:`: the plan covers them as the workflow does.
+    plan_main(["--config", str(REPO / "config.yaml"), "--out-csv", str(tmp_path / "plan.csv")])
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "plan.csv")
+    rows = set(zip(table["rule"], table["task"].fillna(""), table["tag"].fillna("")))
+    assert ("metrics", "deblur", "diffpir") in rows and ("sample_dps", "sr4", "") in rows

@@ -77,6 +77,15 @@ def to_markdown(jobs: list[Job], config: dict, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def with_method_defaults(config: dict) -> dict:
+    """The config with every configured method's section filled from its registry entry, as the
+    workflow sees it (a method section is optional in a config file)."""
+    from diracbench.methods.registry import spec
+
+    sections = {spec(m).section: spec(m).settings(config) for m in config.get("methods", [])}
+    return {**config, **sections}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = cli.base_parser("python -m diracbench.plan", __doc__.splitlines()[0])
     parser.add_argument("--config", action="append", default=[], type=Path, help="config YAML (repeatable; later files override keys of earlier ones)")
@@ -89,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         config = merge(config, read_yaml(path, producer="you (a config file)"))
     if not config.get("datasets"):
         raise UserError("no configuration: pass --config config.yaml (or --settings with the whole config)")
+    config = with_method_defaults(config)
     jobs = plan(config, strict=False)
     title = args.title or (", ".join(str(p) for p in args.config) if args.config else "the workflow's config")
     md = to_markdown(jobs, config, title)
