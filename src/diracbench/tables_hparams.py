@@ -26,6 +26,9 @@ from typing import Sequence
 
 from diracbench import cli
 from diracbench.errors import UserError
+from diracbench.metrics.registry import metric
+from diracbench.tasks import registry as task_registry
+from diracbench.tasks import task_spec, task_title
 from diracbench.textables import to_latex, to_markdown
 
 VARIANTS = ("po", "do")
@@ -322,8 +325,9 @@ def table3(settings: dict, inputs: dict[str, Path]) -> tuple[list[str], list[lis
             row += [r["value"] + (f" {TUNED}" if r["source"] == "val" and r["value"] != "–" else ""), r["paper"]]
         rows.append(row)
     tuning = settings["tuning"]
+    auto = ", ".join(f"{metric(task_spec(t).objective).label or task_spec(t).objective.upper()} for {task_title(t)}" for t in settings["dirac"] if t in task_registry())
     notes = [
-        f"{TUNED}: chosen on val by rule tune_dirac (PO objective {tuning['po_metric']}, DO objective {tuning['do_metric']}; auto = LPIPS for deblurring, FD-VGG for inpainting); other values are fixed in the config; '{NOT_RUN}': to be tuned, no chosen.yaml yet.",
+        f"{TUNED}: chosen on val by rule tune_dirac (PO objective {tuning['po_metric']}, DO objective {tuning['do_metric']}; auto = {auto}); other values are fixed in the config; '{NOT_RUN}': to be tuned, no chosen.yaml yet.",
         "Paper columns: the official reconstruction configs (dirac-method.md §6.4); the paper's own Table 3 cells were lost in extraction, its guidance row agrees. The official sampler adds the guidance gradient (sign 'official'); here 'descent' follows the derivation.",
     ]
     if not exact:
