@@ -14,12 +14,12 @@ is its operator module and its config entry; no central list names tasks.
 
 from __future__ import annotations
 
-import ast
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from diracbench.errors import UserError
+from diracbench.literals import module_dict_literal
 
 OPERATORS_DIR = Path(__file__).resolve().parent / "operators"
 _KEYS = {"operator", "title", "objective", "order"}
@@ -35,25 +35,11 @@ class TaskSpec:
     module: str = ""
 
 
-def _literal(path: Path) -> dict | None:
-    tree = ast.parse(path.read_text(), filename=str(path))
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) and node.targets[0].id == "TASK_SPECS":
-            try:
-                value = ast.literal_eval(node.value)
-            except ValueError:
-                raise UserError(f"{path}: TASK_SPECS must be a literal dict (read without importing the module)") from None
-            if not isinstance(value, dict):
-                raise UserError(f"{path}: TASK_SPECS must be a dict of task name -> spec")
-            return value
-    return None
-
-
 @lru_cache(maxsize=None)
 def _discover(directory: str) -> dict[str, TaskSpec]:
     found: dict[str, TaskSpec] = {}
     for path in sorted(Path(directory).glob("*.py")):
-        for name, raw in (_literal(path) or {}).items():
+        for name, raw in (module_dict_literal(path, "TASK_SPECS") or {}).items():
             where = f"{path.name}: TASK_SPECS[{name!r}]"
             if not isinstance(raw, dict) or not {"operator", "title", "objective"} <= set(raw):
                 raise UserError(f"{where} needs 'operator', 'title' and 'objective'")

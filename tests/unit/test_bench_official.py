@@ -116,3 +116,16 @@ def test_operator_work_of_the_loss_matches(family_fn):
     t = torch.rand(5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     tau = (t - 0.4).clamp_min(0.0)
     torch.testing.assert_close(official_style_operators(fam, x0, t, tau), batched_operators(fam, x0, t, tau), rtol=0, atol=5e-6)
+
+
+@pytest.mark.parametrize("family_fn", [blur_family, mask_family], ids=["blur", "mask"])
+def test_official_style_operator_is_a_whole_linear_operator(family_fn):
+    from diracbench.bench.official import OfficialStyleFamily
+
+    fam = family_fn()
+    op = OfficialStyleFamily(fam).at(0.6)
+    x, y = images(2, seed=3), images(2, seed=4)
+    # forward rebuilt per call equals the cached operator; adjoint and SVD are its exact ones
+    assert torch.allclose(op.forward(x), fam.at(0.6).forward(x), atol=1e-5)
+    assert torch.allclose((op.forward(x) * y).sum(), (x * op.adjoint(y)).sum(), rtol=1e-4)
+    assert torch.allclose(op.svd().apply(x), fam.at(0.6).forward(x), atol=1e-4)

@@ -35,7 +35,7 @@ from scipy.ndimage import gaussian_filter
 from torch import nn
 
 from diracbench.dirac.sampler import SamplerSettings, dirac_sample
-from diracbench.operators import DegradationFamily, GeometricNoise, LinearOperator
+from diracbench.operators import DegradationFamily, GeometricNoise, LinearOperator, SpectralDecomposition
 
 
 def official_blur_kernel(std: float, kernel_size: int) -> np.ndarray:
@@ -99,7 +99,7 @@ def official_apply(family: DegradationFamily, x: torch.Tensor, t: float) -> torc
 
 
 class _OfficialOperator(LinearOperator):
-    """A_t whose every application rebuilds it (`official_apply`); only `forward` is used."""
+    """A_t whose every forward application rebuilds it (`official_apply`)."""
 
     def __init__(self, family: DegradationFamily, t: float) -> None:
         self.family, self.t = family, float(t)
@@ -115,11 +115,13 @@ class _OfficialOperator(LinearOperator):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([official_apply(self.family, x[i : i + 1], self.t) for i in range(x.shape[0])])
 
+    # The official sampler applies operators forwards only: what it never does is not timed, so
+    # the adjoint and SVD are the (same) diracbench operator's.
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError("the official-style operator is only applied forwards")
+        return self.family.at(self.t).adjoint(y)
 
-    def svd(self):
-        raise NotImplementedError("the official-style operator has no SVD")
+    def svd(self) -> SpectralDecomposition:
+        return self.family.at(self.t).svd()
 
 
 class OfficialStyleFamily(DegradationFamily):

@@ -150,7 +150,7 @@ class TuningResult:
     trajectory: pd.DataFrame | None = None
 
 
-def batched_grid(method: Any, problem: "Problem", candidates: list[dict], ctx: "RunContext") -> list["Reconstruction"]:
+def batched_grid(method: Any, problem: Problem, candidates: list[dict], ctx: RunContext) -> list[Reconstruction]:
     """A whole tuning grid in one batched run, for a method whose `grid_entries` lists the
     (candidate, image) pairs it can batch and `reconstruct_entries` samples them; candidates it
     cannot batch (None) run one by one through `reconstruct`."""

@@ -33,13 +33,13 @@ Spec keys (all but `display` optional):
 
 from __future__ import annotations
 
-import ast
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from diracbench.errors import UserError
+from diracbench.literals import module_dict_literal
 
 METHODS_DIR = Path(__file__).resolve().parent
 ENVS = ("torch", "scico")
@@ -94,21 +94,6 @@ class MethodSpec:
         return {**DEFAULT_RESOURCES[stage], **self.resources.get(stage, {})}
 
 
-def _literal_specs(path: Path) -> dict[str, dict] | None:
-    tree = ast.parse(path.read_text(), filename=str(path))
-    for node in tree.body:
-        target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else getattr(node, "target", None)
-        if isinstance(target, ast.Name) and target.id == "METHOD_SPECS" and node.value is not None:
-            try:
-                value = ast.literal_eval(node.value)
-            except ValueError:
-                raise UserError(f"{path}: METHOD_SPECS must be a literal dict (read without importing the module)") from None
-            if not isinstance(value, dict):
-                raise UserError(f"{path}: METHOD_SPECS must be a dict of method name -> spec")
-            return value
-    return None
-
-
 def _spec(name: str, raw: Any, module: str, path: Path) -> MethodSpec:
     where = f"{path.name}: METHOD_SPECS[{name!r}]"
     if not isinstance(raw, dict) or "display" not in raw:
@@ -139,7 +124,7 @@ def _discover(directory: str) -> dict[str, MethodSpec]:
     for path in sorted(Path(directory).glob("*.py")):
         if path.stem in _SKIP:
             continue
-        found = _literal_specs(path)
+        found = module_dict_literal(path, "METHOD_SPECS")
         for name, raw in (found or {}).items():
             if name in specs:
                 raise UserError(f"method {name!r} is registered twice ({specs[name].module} and {path.name})")
