@@ -45,6 +45,9 @@ include: "workflow/rules/plan.smk"  # the `plan` target (and the walltime check)
 include: "workflow/rules/extended.smk"  # the `extended` target (config `extended:`); not part of `all`
 
 
+include: "workflow/rules/seeds.smk"  # the `seeds` target (config `seeds:`); not part of `all`
+
+
 rule all:
     default_target: True
     input:

@@ -7,6 +7,7 @@ reported as one line naming the key and the fix. Pure Python, so `snakemake -n` 
 from __future__ import annotations
 
 import math
+import re
 from typing import Callable, Iterator
 
 from diracbench.errors import UserError
@@ -101,6 +102,7 @@ def _problems(config: dict):
     yield from _dirac_steps(config)
     yield from _batch_sizes(config)
     yield from _extended(config)
+    yield from _seeds(config)
     for name, ds in config["datasets"].items():
         src = ds["source"]
         if src["kind"] == "photos":
@@ -121,6 +123,22 @@ def _extended(config: dict) -> Iterator[str]:
                 yield f"extended.{key} names {name!r}, which is not configured; add it to '{key}' (configured: {configured}) or remove it from extended.{key}"
     if ext and all(t in ext.get("tasks", []) for t in config["tasks"]):
         yield "extended.tasks names every configured task; `all` needs at least one task of its own"
+
+
+def _seeds(config: dict) -> Iterator[str]:
+    """`seeds:` adds replicate datasets `<dataset>-seed<N>`: their names must be free and their
+    seeds differ from the main run's."""
+    seeds = config.get("seeds") or {}
+    training = seeds.get("training", [])
+    if config["seed"] in training:
+        yield f"seeds.training repeats the main run's seed {config['seed']}; list only the extra training seeds"
+    if training:
+        for name in config["datasets"]:
+            if re.search(r"-seed[0-9]+$", name):
+                yield f"datasets.{name}: a name ending in -seed<N> is reserved for the seeds target's replicates; rename the dataset"
+    for name in seeds.get("methods", []):
+        if name not in config["methods"] or name in (config.get("extended") or {}).get("methods", []):
+            yield f"seeds.methods names {name!r}, which is not a method of `all`; use some of {[m for m in config['methods'] if m not in (config.get('extended') or {}).get('methods', [])]}"
 
 
 def _blur_problems(op: dict, key: str, sizes: dict[str, int]) -> Iterator[str]:

@@ -136,6 +136,18 @@ def _count_dirac_or_ddpm(kind: str, network: dict, image_size: int, state: dict 
     return sum(int(state[n].numel()) for n in names)
 
 
+def _schedule(training: dict) -> str:
+    """The learning-rate schedule and CPU precision, when the config sets them (absent: nothing)."""
+    parts = []
+    if training.get("lr_warmup_steps"):
+        parts.append(f"{training['lr_warmup_steps']} warm-up steps")
+    if training.get("lr_decay", "constant") != "constant":
+        parts.append(f"{training['lr_decay']} decay")
+    if training.get("cpu_bf16"):
+        parts.append("bf16 on CPU")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def _network_row(label: str, kind: str, network: dict, image_size: int, training: dict, path: Path | None, paper: str) -> dict:
     source = NOT_RUN
     state = None
@@ -157,7 +169,7 @@ def _network_row(label: str, kind: str, network: dict, image_size: int, training
         "dropout": f"{network['dropout']:g}",
         "image_px": str(image_size),
         "parameters": f"{count:,}" + ("" if source != NOT_RUN else f" ({NOT_RUN})"),
-        "training": f"{training['steps']:,} steps × batch {training['batch_size']}, lr {training['lr']:g}, EMA {'none' if ema is None else f'{ema:g}'}",
+        "training": f"{training['steps']:,} steps × batch {training['batch_size']}, lr {training['lr']:g}{_schedule(training)}, EMA {'none' if ema is None else f'{ema:g}'}",
         "weights": source,
         "paper": paper,
     }

@@ -12,11 +12,13 @@ import torch
 from diracbench.errors import UserError
 from diracbench.nn.models import build_model, load_model, save_weights
 from diracbench.nn.unet import UNet, UNetConfig, count_parameters
-from diracbench.training.loop import NonFiniteLoss, TrainingInterrupted, TrainSettings, train
+from diracbench.training.loop import NonFiniteLoss, TrainingInterrupted, TrainSettings, lr_at, train
 
 NET = {"model_channels": 8, "channel_mult": [1, 2], "num_blocks": 1, "attn_resolutions": [8], "dropout": 0.1}
 IMAGES = (np.random.default_rng(0).random((24, 3, 16, 16)) * 255).astype(np.uint8)
 SETTINGS = TrainSettings(steps=10, batch_size=6, lr=1e-3, ema_decay=0.9, grad_clip=1.0, checkpoint_every=3, log_every=2, seed=7, bf16=True, channels_last=True)
+# The default's recipe: warm-up, cosine decay, bf16 autocast on the CPU.
+RECIPE = TrainSettings(**{**SETTINGS.__dict__, "lr_warmup_steps": 3, "lr_decay": "cosine", "cpu_bf16": True})
 CPU = torch.device("cpu")
 
 
@@ -31,8 +33,9 @@ def fresh_model():
     return build_model("dirac", NET, 16)
 
 
-def test_resume_after_sigterm_is_bitwise_identical(tmp_path):
-    reference = train(fresh_model(), denoising_loss, IMAGES, SETTINGS, tmp_path / "ref", CPU)
+@pytest.mark.parametrize("settings", [SETTINGS, RECIPE], ids=["constant-fp32", "cosine-bf16"])
+def test_resume_after_sigterm_is_bitwise_identical(tmp_path, settings):
+    reference = train(fresh_model(), denoising_loss, IMAGES, settings, tmp_path / "ref", CPU)
     calls = {"n": 0}
 
     def interrupted_loss(model, x0, gen):
@@ -44,8 +47,8 @@ def test_resume_after_sigterm_is_bitwise_identical(tmp_path):
         return denoising_loss(model, x0, gen)
 
     with pytest.raises(TrainingInterrupted, match="SIGTERM"):
-        train(fresh_model(), interrupted_loss, IMAGES, SETTINGS, tmp_path / "run", CPU)
-    resumed = train(fresh_model(), denoising_loss, IMAGES, SETTINGS, tmp_path / "run", CPU)
+        train(fresh_model(), interrupted_loss, IMAGES, settings, tmp_path / "run", CPU)
+    resumed = train(fresh_model(), denoising_loss, IMAGES, settings, tmp_path / "run", CPU)
     assert resumed.resumed_from == 5
     for key, value in reference.state_dict.items():
         assert torch.equal(value, resumed.state_dict[key]), key
@@ -107,3 +110,25 @@ def test_paper_network_sizes():
         large = UNet(UNetConfig(256, (1, 1, 2, 2, 4, 4), 2, (32, 16, 8), 0.0), 256, "fourier")
     assert count_parameters(base) == 67_745_027
     assert count_parameters(large) == 520_915_459
+
+
+def test_learning_rate_schedule():
+    assert [lr_at(k, SETTINGS) for k in (0, 5, 9)] == [SETTINGS.lr] * 3  # constant: exactly the rate
+    rates = [lr_at(k, RECIPE) for k in range(RECIPE.steps)]
+    assert rates[:3] == pytest.approx([RECIPE.lr * f * 0.5 * (1 + np.cos(np.pi * k / 10)) for k, f in enumerate((1 / 3, 2 / 3, 1))])
+    assert all(a > b for a, b in zip(rates[2:], rates[3:]))  # decays after the warm-up ...
+    assert 0 < rates[-1] < 0.03 * RECIPE.lr  # ... to nearly zero at the last step
+
+
+def test_cpu_bf16_changes_the_weights_and_the_schedule_is_optional(tmp_path):
+    """bf16 on the CPU trains a different (nearby) function; settings without the new keys keep
+    the old behaviour, and an unknown decay is one clear error."""
+    fp32 = train(fresh_model(), denoising_loss, IMAGES, SETTINGS, tmp_path / "a", CPU)
+    bf16 = train(fresh_model(), denoising_loss, IMAGES, TrainSettings(**{**SETTINGS.__dict__, "cpu_bf16": True}), tmp_path / "b", CPU)
+    diffs = [float((fp32.state_dict[k] - bf16.state_dict[k]).abs().max()) for k in fp32.state_dict if fp32.state_dict[k].is_floating_point()]
+    assert max(diffs) > 0
+    assert max(diffs) < 0.05  # ten steps of lr 1e-3 apart: nearby weights
+    old = {k: v for k, v in SETTINGS.__dict__.items() if k not in ("lr_warmup_steps", "lr_decay", "cpu_bf16")}
+    assert TrainSettings.from_dict(old) == SETTINGS
+    with pytest.raises(UserError, match="lr_decay"):
+        TrainSettings.from_dict({**old, "lr_decay": "linear"})

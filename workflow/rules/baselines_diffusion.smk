@@ -23,8 +23,8 @@ rule train_prior:
         settings=settings(
             lambda w: {
                 "network": config["training"]["network"],
-                "image_size": config["datasets"][w.dataset]["image_size"],
-                "training": {**science_training(config["training"]), "seed": config["seed"]},
+                "image_size": dataset_config(w.dataset)["image_size"],
+                "training": {**science_training(config["training"]), "seed": training_seed(w.dataset)},
                 "loss": {k: config["prior"][k] for k in ("beta_start", "beta_end", "num_timesteps")},
             }
         ),
@@ -38,7 +38,7 @@ rule train_prior:
     threads: lambda w: train_threads(prior_execution(w))
     resources:
         # As train_dirac: execution settings as resources; mem_mb covers the resume state.
-        mem_mb=lambda w, input: train_mem_mb("ddpm", config["training"], config["datasets"][w.dataset]["image_size"], prior_execution(w), input.size_mb),
+        mem_mb=lambda w, input: train_mem_mb("ddpm", config["training"], dataset_config(w.dataset)["image_size"], prior_execution(w), input.size_mb),
         runtime=planned_training_runtime("train_prior"),
         gpu=planned("train_prior", "gpu", lambda w: prior_execution(w)["processes"]),
         train_procs=lambda w: prior_execution(w)["processes"],

@@ -4,6 +4,7 @@
 #
 # results/bench/methods.csv                 (bench_methods: every method's cost next to its test PSNR/LPIPS)
 # results/bench/batching.csv                (bench_batching: Dirac sampling and loss, batched vs loops)
+# results/bench/training.csv                (bench_training: CPU training step, fp32/bf16, layouts, threads)
 # results/bench/{pipeline,stages}.csv       (bench_pipeline: `snakemake -n` on `all`, per-stage wall times)
 # results/bench/summary.md                  (bench_summary: tables and targets)
 #
@@ -69,10 +70,33 @@ rule bench_batching:
         "--device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
+rule bench_training:
+    input:
+        after=rules.bench_batching.output.csv,
+        code=code("bench.__main__", "bench.cpu_training"),
+    output:
+        csv="results/bench/training.csv",
+    params:
+        settings=settings(bench_training_settings),
+    log:
+        log("bench_training", "bench"),
+    benchmark:
+        bench("bench_training", "bench")
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "python -m diracbench.bench training --settings {params.settings:q} --out {output.csv:q} "
+        "--device cpu --threads {threads} > {log:q} 2>&1"
+
+
 rule bench_pipeline:
     input:
         everything=all_targets,
-        after=rules.bench_batching.output.csv,
+        after=rules.bench_training.output.csv,
         code=code("bench.__main__"),
     output:
         dry_run="results/bench/pipeline.csv",
@@ -132,5 +156,6 @@ rule bench:
         rules.bench_summary.output.md,
         rules.bench_methods.output.csv,
         rules.bench_batching.output.csv,
+        rules.bench_training.output.csv,
         rules.bench_pipeline.output.dry_run,
         rules.bench_pipeline.output.stages,

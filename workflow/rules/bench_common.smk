@@ -121,3 +121,19 @@ def bench_batching_settings(wildcards):
             for task in TASKS
         },
     }
+
+
+def bench_training_settings(wildcards):
+    """The default's training step (first task's blur kernel, or 37 taps when no blur task)."""
+    cfg = bench_config().get("training", {})
+    blur = [config["tasks"][t]["operator"] for t in TASKS if config["tasks"][t]["operator"]["kind"] == "blur"]
+    return {
+        "network": config["training"]["network"],
+        "image_size": dataset_config(DATASETS[0])["image_size"],
+        "kernel_size": blur[0]["kernel_size"] if blur else 37,
+        "batch_size": config["training"]["batch_size"],
+        "steps": cfg.get("steps", 10),
+        "warmup": cfg.get("warmup", 3),
+        "threads": cfg.get("threads", [1, 2]),
+        "compile": cfg.get("compile", False),
+    }

@@ -95,8 +95,30 @@ def lpips_settings():
 FINAL_TARGETS = []
 
 
+# The `seeds` target's replicates: `<dataset>-seed<N>` is <dataset> with training seed N for the
+# Dirac models and the DDPM prior; data, measurements and sampling seeds stay the main run's. The
+# same rules build them under results/<dataset>-seed<N>/ (workflow/rules/seeds.smk).
+_SEEDS = config.get("seeds") or {}
+SEED_REPLICATES = {f"{ds}-seed{s}": (ds, s) for ds in DATASETS for s in _SEEDS.get("training", [])}
+
+
+def base_dataset(name):
+    """The configured dataset a (replicate) dataset name stands for."""
+    return SEED_REPLICATES.get(name, (name, None))[0]
+
+
+def dataset_config(name):
+    return config["datasets"][base_dataset(name)]
+
+
+def training_seed(name):
+    """The seed of the models trained for a (replicate) dataset; everything else uses `seed`."""
+    replicate = SEED_REPLICATES.get(name)
+    return config["seed"] if replicate is None else replicate[1]
+
+
 wildcard_constraints:
-    dataset="|".join(map(re.escape, DATASETS)),
+    dataset="|".join(map(re.escape, DATASETS + sorted(SEED_REPLICATES))),
     task="|".join(ALL_TASKS),
     split="val|test",
 

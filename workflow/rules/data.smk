@@ -10,7 +10,7 @@ rule prepare_data:
         **{f"{split}": f"results/{{dataset}}/data/{split}.npy" for split in ("train", "val", "test")},
         **{f"{split}_manifest": f"results/{{dataset}}/data/{split}_manifest.csv" for split in ("train", "val", "test")},
     params:
-        settings=settings(lambda w: {"name": w.dataset, "seed": config["seed"], **config["datasets"][w.dataset], **source_files(w.dataset), **prior_training_list(w.dataset)}),
+        settings=settings(lambda w: {"name": base_dataset(w.dataset), "seed": config["seed"], **dataset_config(w.dataset), **source_files(w.dataset), **prior_training_list(w.dataset)}),
         out_dir=folder_of("val"),
     log:
         log("prepare_data", "{dataset}"),
@@ -20,10 +20,10 @@ rule prepare_data:
         "../../envs/torch.yaml"
     # Images stream to disk (bounded memory, a constant request); the walltime grows with the
     # number of images, counted in the configured folders when the job has to run.
-    threads: lambda w: data_sizing.prepare_threads(config["datasets"][w.dataset])
+    threads: lambda w: data_sizing.prepare_threads(dataset_config(w.dataset))
     resources:
         mem_mb=data_sizing.PREPARE_MEM_MB,
-        runtime=lambda w, threads: data_sizing.prepare_runtime_min(config["datasets"][w.dataset], threads),
+        runtime=lambda w, threads: data_sizing.prepare_runtime_min(dataset_config(w.dataset), threads),
     shell:
         "python -m diracbench.data --settings {params.settings:q} --out-dir {params.out_dir:q} "
         "--threads {threads} > {log:q} 2>&1"
@@ -43,10 +43,10 @@ rule measure:
     params:
         settings=settings(
             lambda w: {
-                "dataset": w.dataset,
+                "dataset": base_dataset(w.dataset),  # noise seeds: a seeds replicate measures what its dataset does
                 "task": w.task,
                 "seed": config["seed"],
-                "image_size": config["datasets"][w.dataset]["image_size"],
+                "image_size": dataset_config(w.dataset)["image_size"],
                 "operator": config["tasks"][w.task]["operator"],
                 "noise": config["noise"],
             }

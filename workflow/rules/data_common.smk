@@ -13,7 +13,7 @@ def source_files(dataset):
     photos dataset has no folders: nothing is added, its settings stay as they were. The listing
     also gives the training split's size, so a batch larger than it is refused here.
     """
-    ds = config["datasets"][dataset]
+    ds = dataset_config(dataset)
     if ds["source"]["kind"] != "folders":
         return {}
     if dataset not in _SOURCE_FILES:
@@ -35,7 +35,7 @@ def prior_training_list(dataset):
     Only when configured (nothing is added otherwise); its content hash is part of the settings,
     so editing the list reruns the check.
     """
-    entry = config["prior"]["pretrained"].get(dataset, {})
+    entry = config["prior"]["pretrained"].get(base_dataset(dataset), {})
     if "training_images" not in entry:
         return {}
     path = Path(entry["training_images"])

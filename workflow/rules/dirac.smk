@@ -72,7 +72,7 @@ rule train_dirac:
     resources:
         # Execution settings (training.execution) travel as resources: changing them never
         # reruns a finished model. mem_mb covers the resume state (training_common.smk).
-        mem_mb=lambda w, input: train_mem_mb("dirac", dirac_training(w), config["datasets"][w.dataset]["image_size"], dirac_execution(w), input.size_mb),
+        mem_mb=lambda w, input: train_mem_mb("dirac", dirac_training(w), dataset_config(w.dataset)["image_size"], dirac_execution(w), input.size_mb),
         runtime=planned_training_runtime("train_dirac"),
         gpu=planned("train_dirac", "gpu", lambda w: dirac_execution(w)["processes"]),
         train_procs=lambda w: dirac_execution(w)["processes"],

@@ -56,10 +56,10 @@ def dirac_train_settings(wildcards):
     allowed = [float(v) for v in dirac_task(wildcards.task)["look_aheads"] + ABLATIONS["look_aheads"]]
     if dt not in allowed:
         raise WorkflowError(f"no Dirac model with look-ahead {dt} is configured for {wildcards.task} (dirac.tasks.{wildcards.task}.look_aheads or ablations.look_aheads)")
-    training = {**science_training(dirac_training(wildcards)), "seed": config["seed"]}
+    training = {**science_training(dirac_training(wildcards)), "seed": training_seed(wildcards.dataset)}
     return {
         "network": training["network"],
-        "image_size": config["datasets"][wildcards.dataset]["image_size"],
+        "image_size": dataset_config(wildcards.dataset)["image_size"],
         "training": training,
         "loss": {"dt": dt, **config["dirac"]["loss"]},
     }

@@ -72,7 +72,7 @@ TUNE_SHARD = "results/{dataset}/{task}/{method}/tuning/shards/{shard}-of-{shards
 def tune_shard_count(wildcards):
     """Shards of a grid tuning job (cluster.shard_size.tune_<method>: DPS, DDRM; else 1)."""
     try:
-        return planner.tune_shards(PLAN_CONFIG, wildcards.method, wildcards.task, wildcards.dataset)
+        return planner.tune_shards(PLAN_CONFIG, wildcards.method, wildcards.task, base_dataset(wildcards.dataset))
     except planner.PlanError:
         return 1
 

@@ -20,6 +20,8 @@ except UserError as err:
 def _planned_job(rule_name, wildcards):
     """The planner's job for a rule and its wildcards; None for jobs it does not model (a method
     added by a user's module, say), which then keep their registry or rule defaults."""
+    if "dataset" in wildcards.keys():  # a seeds replicate is planned as its dataset
+        wildcards = {**dict(wildcards.items()), "dataset": base_dataset(wildcards.dataset)}
     try:
         return planner.resources(PLAN_CONFIG, rule_name, wildcards)
     except planner.PlanError:
@@ -71,7 +73,7 @@ def sample_shards(method, wildcards):
     """How many `{shard}` jobs sample a method's test split (cluster.shard_size; 1 when unsharded)."""
     if method not in planner.SHARDABLE:
         return 1
-    return planner.shards(PLAN_CONFIG, method, wildcards.task, wildcards.dataset)
+    return planner.shards(PLAN_CONFIG, method, wildcards.task, base_dataset(wildcards.dataset))
 
 
 SHARD_FILE = "results/{dataset}/{task}/{method}/recon/shards/test-{shard}-of-{shards}.npz"

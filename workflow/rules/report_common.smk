@@ -72,7 +72,7 @@ def scoring_inputs(wildcards):
 def metric_shards(wildcards):
     """Shards of one metrics job (cluster.shard_size.metrics; 1 for jobs the planner does not model)."""
     try:
-        return planner.metric_shards(PLAN_CONFIG, wildcards.dataset, wildcards.task, wildcards.method)
+        return planner.metric_shards(PLAN_CONFIG, base_dataset(wildcards.dataset), wildcards.task, wildcards.method)
     except planner.PlanError:
         return 1
 

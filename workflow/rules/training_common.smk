@@ -7,7 +7,7 @@
 
 import functools
 
-EXECUTION_DEFAULTS = {"processes": 1, "micro_batch": 0, "activation_checkpointing": False, "data_workers": 0}
+EXECUTION_DEFAULTS = {"processes": 1, "micro_batch": 0, "activation_checkpointing": False, "data_workers": 0, "threads": 0}
 
 
 def science_training(training):
@@ -60,8 +60,10 @@ def train_mem_mb(kind, training, image_size, execution, data_mb):
 
 
 def train_threads(execution):
-    """2 CPUs for the one-process default (as always); 4 per process for torchrun runs (each
+    """execution.threads, else 2 CPUs for one process; 4 per process for torchrun runs (each
     rank gets threads / processes for torch, and its DataLoader workers share them)."""
+    if execution["threads"]:
+        return execution["threads"]
     return 2 if execution["processes"] == 1 else 4 * execution["processes"]
 
 

@@ -7,6 +7,7 @@ Examples (the `bench` target runs the first four with the paths of the default r
         --out-dry-run results/bench/pipeline.csv --out-stages results/bench/stages.csv
     python -m diracbench.bench summary --bench-dir results/bench --settings '{"targets": {...}}' --out results/bench/summary.md
     python -m diracbench.bench readme --bench-dir results/bench --readme README.md
+    python -m diracbench.bench training --settings @training.json --out results/bench/training.csv   # CPU training speed
     python -m diracbench.bench gpu            # on a CUDA machine; --allow-cpu --tiny for a CPU smoke test
 """
 
@@ -70,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmarks", required=True, type=Path, help="results/benchmarks")
     p.add_argument("--out-dry-run", required=True, type=Path)
     p.add_argument("--out-stages", required=True, type=Path)
+
+    p = sub.add_parser("training", help="CPU training speed of the default's step: bf16, channels-last, threads, compile -> training.csv")
+    _common(p)
+    p.add_argument("--out", required=True, type=Path)
 
     p = sub.add_parser("summary", help="results/bench/summary.md from the bench CSVs")
     _common(p)
@@ -146,6 +151,23 @@ def main(argv: Sequence[str] | None = None) -> None:
         for out in (args.out_dry_run, args.out_stages):
             write_provenance(out, "bench_pipeline", {"target": args.target, "repeats": args.repeats}, device=str(device), extra={"machine": machine, "load_average_after": machine_info(device)["load_average_1min"]})
         print(f"snakemake -n {args.target}: {', '.join(f'{s:.2f}s' for s in dry['seconds'])} (jobs pending {list(dry['jobs_pending'])}); {len(stages)} stage records", flush=True)
+    elif args.command == "training":
+        from diracbench.bench.cpu_training import format_table, run
+        from diracbench.bench.machine import machine_info
+        from diracbench.io import atomic_path
+        from diracbench.provenance import write_provenance
+
+        s = args.settings
+        missing = [k for k in ("network", "image_size", "kernel_size", "batch_size", "steps", "warmup", "threads", "compile") if k not in s]
+        if missing:
+            raise UserError(f"bench training: --settings lacks {missing}")
+        if device.type != "cpu":
+            raise UserError("bench training measures the CPU trainer; run it with --device cpu (the GPU check is `bench gpu`)")
+        table = run(s["network"], int(s["image_size"]), int(s["kernel_size"]), int(s["batch_size"]), int(s["steps"]), int(s["warmup"]), [int(t) for t in s["threads"]], bool(s["compile"]))
+        with atomic_path(args.out) as tmp:
+            table.to_csv(tmp, index=False)
+        write_provenance(args.out, "bench_training", s, device="cpu", extra={"machine": machine_info(device)})
+        print(format_table(table, f"Training step of the default's network, batch {s['batch_size']} at {s['image_size']} px, on this CPU (speed-up: against fp32, contiguous, {max(s['threads'])} threads)"), flush=True)
     elif args.command == "summary":
         from diracbench.bench.report import BenchTables, summary_markdown
         from diracbench.io import atomic_path

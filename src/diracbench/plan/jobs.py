@@ -217,7 +217,8 @@ def build_jobs(config: dict, counter: Counter) -> list[Job]:
 
 def _train_job(config: dict, counter: Counter, rule: str, ds: str, task: str, tag: str, spec: dict, training: dict) -> Job:
     cluster = cluster_settings(config)
-    bf16 = bool(training.get("bf16")) and cluster["device"] == "gpu"  # the trainer autocasts on CUDA only
+    # The trainer autocasts with `bf16` on CUDA and with `cpu_bf16` on a CPU.
+    bf16 = bool(training.get("bf16") if cluster["device"] == "gpu" else training.get("cpu_bf16"))
     figures = counter(spec, ("train",), bf16)
     f = figures["train"]
     params = figures["params"]
@@ -350,7 +351,7 @@ def _finish(job: Job, cluster: dict, gpu_kind: str) -> None:
     job.tflop = job.images * job.nfe_per_image * job.gflop_per_image_nfe / 1e3
     if job.device == "gpu":
         # The GPU rules' device: an accelerator, or on a CPU machine the rule's 2 threads, which
-        # `tflops_fp32` then describes (bf16 autocast is CUDA-only in the trainer).
+        # `tflops_fp32` (and, for a cpu_bf16 training, `tflops_bf16`) then describe.
         if gpu_kind == "cpu":
             job.device, job.threads = "cpu", 2
         rate = (cluster["tflops_bf16"] if "bf16" in job.note else cluster["tflops_fp32"]) * 1e12

@@ -1,8 +1,9 @@
 """One resumable training loop for every model diracbench trains (Dirac models, the DDPM prior).
 
 A model-specific loss is a callable `loss_fn(model, x0, generator) -> scalar loss`; this loop
-owns everything else: data order, Adam, optional EMA, bf16 autocast and channels-last on CUDA,
-progress and loss logging, and resumable state.
+owns everything else: data order, Adam with an optional warm-up and cosine decay of the learning
+rate, optional EMA, bf16 autocast (CUDA, and the CPU when asked), channels-last on CUDA, progress
+and loss logging, and resumable state.
 
 Resumable state (model, optimiser, EMA, step, data order, every RNG state, the log so far) lives
 in `state_dir`, an undeclared folder keyed by a hash of the settings and the data — Snakemake deletes a
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import os
 import signal
 import time
@@ -62,13 +64,34 @@ class TrainSettings:
     seed: int
     bf16: bool
     channels_last: bool
+    # Keys added after the first release: absent ones keep the old behaviour (constant rate, fp32 on CPU).
+    lr_warmup_steps: int = 0
+    lr_decay: str = "constant"
+    cpu_bf16: bool = False
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainSettings":
-        missing = sorted(set(cls.__dataclass_fields__) - set(data))
+        optional = {"lr_warmup_steps", "lr_decay", "cpu_bf16"}
+        missing = sorted(set(cls.__dataclass_fields__) - optional - set(data))
         if missing:
             raise UserError(f"training settings lack {missing}")
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        settings = cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        if settings.lr_decay not in LR_DECAYS:
+            raise UserError(f"training.lr_decay {settings.lr_decay!r} is not one of {list(LR_DECAYS)}")
+        return settings
+
+
+LR_DECAYS = ("constant", "cosine")
+
+
+def lr_at(step: int, settings: TrainSettings) -> float:
+    """Learning rate of update number `step` (0-based): linear warm-up, then constant or cosine
+    decay to zero at the last step. A pure function of the step, so a resumed run needs no
+    scheduler state."""
+    factor = min(1.0, (step + 1) / settings.lr_warmup_steps) if settings.lr_warmup_steps else 1.0
+    if settings.lr_decay == "cosine":
+        factor *= 0.5 * (1.0 + math.cos(math.pi * step / settings.steps))
+    return settings.lr * factor
 
 
 @dataclass(frozen=True)
@@ -409,7 +432,7 @@ def train(
     window_start = time.perf_counter()
     bar = progress(total=settings.steps, desc=description, unit="step") if group.leader else _NoBar()
     bar.update(step)
-    autocast = dict(device_type="cuda", dtype=torch.bfloat16, enabled=cuda and settings.bf16)
+    autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=settings.bf16 if cuda else settings.cpu_bf16)
     with _StopFlag() as stop:
         for step_no, xb in batches:
             x = xb.to(device, non_blocking=cuda)
@@ -425,6 +448,8 @@ def train(
             else:
                 draws = loss_fn.draw((settings.batch_size, *x.shape[1:]), gens["loss"])
                 pending.append(accumulate_gradients(train_model, loss_fn, x, draws, rank_lo, chunks, settings.batch_size, group, autocast))
+            for g in optimizer.param_groups:
+                g["lr"] = lr_at(step, settings)
             apply_update(model, optimizer, ema, settings)
             step += 1
             assert step == step_no, (step, step_no)
