@@ -14,10 +14,10 @@ not configured) and the numbers behind it:
 5. `po_tenth_nfe_of_dps`  Dirac-PO uses at most 1/10 of DPS's NFEs at no worse LPIPS, compared on
                        the test images both scored (DPS may score only the first few).
 
-`beyond_spread` stays empty until a seeds run exists (issue 14, item 5): given `--spread CSV`
-(dataset, task, method, metric, spread), a comparison of two means counts only when their gap
-exceeds the sum of the two spreads. Nothing here is tuned: every number is read from the
-metrics, tuning and sampling outputs.
+`beyond_spread` stays empty here: the `seeds` target (diracbench.seeds) fills it in its copy of
+this table, where a comparison of two means counts only when their gap exceeds the sum of the two
+spreads over training seeds (`apply_spread`). Nothing here is tuned: every number is read from
+the metrics, tuning and sampling outputs.
 """
 
 from __future__ import annotations
@@ -175,21 +175,17 @@ def apply_spread(rows: list[dict], task: str, aggregates: dict[str, dict], sprea
         row["beyond_spread"] = "true" if (row["holds"] == "true" and gap > s[first] + s[second]) else "false"
 
 
-def claims_table(dataset: str, tasks: Sequence[str], inputs: dict[str, Path], sigma_1: float, spread: pd.DataFrame | None = None) -> pd.DataFrame:
+def claims_table(dataset: str, tasks: Sequence[str], inputs: dict[str, Path], sigma_1: float) -> pd.DataFrame:
     rows = []
     for task in tasks:
         mine = {k.split("__", 1)[1]: v for k, v in inputs.items() if k.startswith(f"{task}__")}
-        task_rows = task_claims(task, mine, sigma_1)
-        aggs = {k.split("__", 1)[1]: read_aggregate(p) for k, p in mine.items() if k.startswith("aggregate__")}
-        apply_spread(task_rows, task, aggs, spread)
-        rows += [{"dataset": dataset, "task": task, **r} for r in task_rows]
+        rows += [{"dataset": dataset, "task": task, **r} for r in task_claims(task, mine, sigma_1)]
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = cli.base_parser("python -m diracbench.claims", __doc__.splitlines()[0])
     parser.add_argument("--input", action="append", default=[], metavar="TASK__KIND[__METHOD]=PATH")
-    parser.add_argument("--spread", type=Path, default=None, help="seeds spread CSV (dataset, task, method, metric, spread); absent: beyond_spread stays empty")
     parser.add_argument("--out-stem", required=True, type=Path, help="results/tables/<dataset>_claims")
     args = parser.parse_args(argv)
     s = args.settings
@@ -202,15 +198,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not sep:
             raise UserError(f"--input {item!r} must be NAME=PATH")
         inputs[name] = Path(path)
-    spread = None
-    if args.spread is not None:
-        check_csv_complete(args.spread, "the 'seeds' rule")
-        spread = pd.read_csv(args.spread)
-    table = claims_table(s["dataset"], s["tasks"], inputs, float(s["sigma_1"]), spread)
+    table = claims_table(s["dataset"], s["tasks"], inputs, float(s["sigma_1"]))
     title = f"Claims of the paper on {s['dataset']} (test split unless stated; nothing tuned on test)"
     header = ["Task", "Claim", "Holds", "Numbers", "Beyond seed spread"]
     cells = [[r.task, r.statement, r.holds, r.numbers, r.beyond_spread] for r in table.itertuples()]
-    notes = ["Beyond seed spread: empty until a seeds run measures the spread over training seeds."] if spread is None else ["Beyond seed spread: the gap of the two means exceeds the sum of their spreads over training seeds."]
+    notes = [f"Beyond seed spread: filled by `snakemake --cores all seeds` in results/seeds/tables/{s['dataset']}_claims_seeds.md, which reruns the learned methods with other training seeds."]
     from diracbench.io import OutputSet
 
     stem = args.out_stem

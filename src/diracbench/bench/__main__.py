@@ -8,6 +8,8 @@ Examples (the `bench` target runs the first four with the paths of the default r
     python -m diracbench.bench summary --bench-dir results/bench --settings '{"targets": {...}}' --out results/bench/summary.md
     python -m diracbench.bench readme --bench-dir results/bench --readme README.md
     python -m diracbench.bench training --settings @training.json --out results/bench/training.csv   # CPU training speed
+    python -m diracbench.bench recipe --settings @recipe.json --data results/photos/data/train.npy \
+        --input operator=... --input schedule=... --measurements results/photos/deblur/measurements/val.npz --out curve.csv
     python -m diracbench.bench gpu            # on a CUDA machine; --allow-cpu --tiny for a CPU smoke test
 """
 
@@ -74,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("training", help="CPU training speed of the default's step: bf16, channels-last, threads, compile -> training.csv")
     _common(p)
+    p.add_argument("--out", required=True, type=Path)
+
+    p = sub.add_parser("recipe", help="val one-shot PSNR along the training of one Dirac model with a recipe -> CSV")
+    _common(p)
+    p.add_argument("--data", required=True, type=Path, help="results/<dataset>/data/train.npy")
+    p.add_argument("--input", action="append", default=[], metavar="NAME=PATH", help="operator=operator.json, schedule=schedule.csv")
+    p.add_argument("--measurements", required=True, type=Path, help="results/<dataset>/<task>/measurements/val.npz")
+    p.add_argument("--every", type=int, default=100, help="score every this many steps (and at the last)")
     p.add_argument("--out", required=True, type=Path)
 
     p = sub.add_parser("summary", help="results/bench/summary.md from the bench CSVs")
@@ -168,6 +178,21 @@ def main(argv: Sequence[str] | None = None) -> None:
             table.to_csv(tmp, index=False)
         write_provenance(args.out, "bench_training", s, device="cpu", extra={"machine": machine_info(device)})
         print(format_table(table, f"Training step of the default's network, batch {s['batch_size']} at {s['image_size']} px, on this CPU (speed-up: against fp32, contiguous, {max(s['threads'])} threads)"), flush=True)
+    elif args.command == "recipe":
+        from diracbench.bench.recipe import run
+        from diracbench.io import atomic_path
+        from diracbench.provenance import write_provenance
+
+        inputs = _inputs(args.input)
+        if set(inputs) != {"operator", "schedule"}:
+            raise UserError("bench recipe needs exactly --input operator=PATH and --input schedule=PATH")
+        if "val" not in args.measurements.name:
+            raise UserError(f"bench recipe scores the val split only; {args.measurements} is not a val.npz")
+        curve = run(args.settings, args.data, inputs["operator"], inputs["schedule"], args.measurements, args.every, device)
+        with atomic_path(args.out) as tmp:
+            curve.to_csv(tmp, index=False)
+        write_provenance(args.out, "bench_recipe", args.settings, device=str(device), seeds=args.settings["training"].get("seed"))
+        print(curve.to_string(index=False), flush=True)
     elif args.command == "summary":
         from diracbench.bench.report import BenchTables, summary_markdown
         from diracbench.io import atomic_path

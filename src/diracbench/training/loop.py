@@ -299,8 +299,12 @@ def train(
     group: Group = Group(),
     identity: dict[str, str] | None = None,
     code: str | None = None,
+    after_step: Callable[[int, nn.Module], None] | None = None,
 ) -> TrainResult:
     """Train `model` on uint8 (N, C, H, W) `images`; resume from `state_dir` when it holds state.
+
+    `after_step(step, model)` runs after every update (validation curves: bench recipe); it must
+    leave the model's mode and every random generator as it found them.
 
     `identity` (data digest, kind, ...) is stored in the state and must match on resume; `code`
     is the training-code digest (producer.code_digest) recorded with the fingerprint.
@@ -453,6 +457,8 @@ def train(
             apply_update(model, optimizer, ema, settings)
             step += 1
             assert step == step_no, (step, step_no)
+            if after_step is not None:
+                after_step(step, model)
             bar.update(1)
             if step % settings.log_every == 0 or step == settings.steps:
                 drain()
