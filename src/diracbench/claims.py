@@ -153,26 +153,28 @@ def task_claims(task: str, inputs: dict[str, Path], sigma_1: float) -> list[dict
     return rows
 
 
-# The claims that compare two methods' means: (claim, metric, first, second).
-SPREAD_COMPARISONS = {"do_psnr_ge_po": ("psnr", "dirac-do", "dirac-po"), "po_lpips_le_do": ("lpips", "dirac-po", "dirac-do")}
+# The claims that compare two methods' means: (claim, metric, first, second, sign): the claim is
+# sign * (first - second) >= 0.
+SPREAD_COMPARISONS = {"do_psnr_ge_po": ("psnr", "dirac-do", "dirac-po", 1.0), "po_lpips_le_do": ("lpips", "dirac-po", "dirac-do", -1.0)}
 
 
 def apply_spread(rows: list[dict], task: str, aggregates: dict[str, dict], spread: pd.DataFrame | None) -> None:
-    """Fill `beyond_spread` (the seeds hook): a comparison holds beyond the spread when the gap of
-    the two means exceeds the sum of their spreads over training seeds."""
+    """Fill `beyond_spread` (the seeds stage): a comparison holds beyond the spread when the gap of
+    the two (seed-mean) `aggregates` points the claimed way and exceeds the sum of their spreads
+    over training seeds."""
     if spread is None:
         return
     for row in rows:
         comp = SPREAD_COMPARISONS.get(row["claim"])
         if comp is None or row["holds"] == "n/a":
             continue
-        metric, first, second = comp
+        metric, first, second, sign = comp
         sel = spread[(spread["task"] == task) & (spread["metric"] == metric)]
         s = {str(m): float(v) for m, v in zip(sel["method"], sel["spread"])}
         if first not in s or second not in s or first not in aggregates or second not in aggregates:
             continue
-        gap = abs(aggregates[first][metric] - aggregates[second][metric])
-        row["beyond_spread"] = "true" if (row["holds"] == "true" and gap > s[first] + s[second]) else "false"
+        gap = sign * (aggregates[first][metric] - aggregates[second][metric])
+        row["beyond_spread"] = "true" if gap > s[first] + s[second] else "false"
 
 
 def claims_table(dataset: str, tasks: Sequence[str], inputs: dict[str, Path], sigma_1: float) -> pd.DataFrame:

@@ -20,7 +20,6 @@ otherwise the spread would mix measurement noise into training noise.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Sequence
 
@@ -33,12 +32,7 @@ from diracbench.claims import apply_spread, read_aggregate, task_claims
 from diracbench.errors import UserError
 from diracbench.textables import to_html, to_markdown
 
-REPLICATE = re.compile(r"^(?P<base>.+)-seed(?P<seed>[0-9]+)$")
 STAT_COLUMNS = ("dataset", "task", "method", "metric", "n_seeds", "mean", "spread", "min", "max")
-
-
-def replicate_name(dataset: str, seed: int) -> str:
-    return f"{dataset}-seed{seed}"
 
 
 def split_inputs(items: dict[str, Path]) -> dict[int, dict[str, Path]]:

@@ -94,3 +94,16 @@ def test_cli_writes_both_tables(per_seed, tmp_path):
     assert "24.00 ± 0.20" in md and "3 training seeds (0, 1, 2)" in md
     claims = (tmp_path / "out" / "d_claims_seeds.md").read_text()
     assert "Seeds holding" in claims and "2/3" in claims
+
+
+def test_beyond_spread_needs_the_seed_means_to_point_the_claimed_way():
+    """The main run's verdict is not enough: seed means that reverse the claim by more than the
+    spread are 'false', however large the gap."""
+    from diracbench.claims import apply_spread
+
+    rows = [{"claim": "do_psnr_ge_po", "holds": "true", "beyond_spread": ""}]
+    spread = pd.DataFrame([{"task": "deblur", "method": m, "metric": "psnr", "spread": 0.1} for m in ("dirac-po", "dirac-do")])
+    apply_spread(rows, "deblur", {"dirac-do": {"psnr": 22.0}, "dirac-po": {"psnr": 23.0}}, spread)
+    assert rows[0]["beyond_spread"] == "false"
+    apply_spread(rows, "deblur", {"dirac-do": {"psnr": 23.5}, "dirac-po": {"psnr": 23.0}}, spread)
+    assert rows[0]["beyond_spread"] == "true"
