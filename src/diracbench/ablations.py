@@ -45,13 +45,13 @@ def lookahead_scores(problem, recorder, settings: dict, chosen: dict, ctx) -> tu
     import torch
 
     from diracbench.methods import dirac
-    from diracbench.metrics.perceptual import LPIPSMetric, VGGFeatures, frechet_distance
+    from diracbench.metrics.perceptual import frechet_distance
 
     lp = settings["lpips"]
-    lpips = LPIPSMetric(net=lp["net"], upsample_below=lp["upsample_below"], device=ctx.device)
-    feats = VGGFeatures(upsample_below=lp["upsample_below"], device=ctx.device)
+    feats = recorder.vgg_features(int(lp["upsample_below"]))
+    everyone = np.arange(len(recorder))
     x = recorder.x.clamp(0, 1)
-    ref = feats(x.cpu()).numpy()
+    ref = recorder.reference_features(int(lp["upsample_below"]), everyone)
     run = {"batch_size": int(settings["batch_size"]), "lpips_every": 0, "lpips": lp, "posterior_images": 0, "posterior_samples": 0, "posterior_t_stop": None}
     n_show = min(int(settings["images"]), len(problem))
     rows, samples = [], {"x": x[:n_show].cpu().numpy(), "y": problem.y[:n_show].clamp(0, 1).cpu().numpy(), "names": np.array(problem.names[:n_show])}
@@ -64,7 +64,7 @@ def lookahead_scores(problem, recorder, settings: dict, chosen: dict, ctx) -> tu
             mse = (out - x).pow(2).flatten(1).mean(1).clamp_min(1e-12)
             rows.append({
                 "look_ahead": float(dt), "variant": v, "t_stop": float(hp["t_stop"]), "nfe": float(rec.nfe.mean()),
-                "psnr": float((10 * torch.log10(1.0 / mse)).mean()), "lpips": float(lpips(out, x).mean()),
+                "psnr": float((10 * torch.log10(1.0 / mse)).mean()), "lpips": float(recorder.lpips_to_clean(lp, out, everyone).mean()),
                 "fd_vgg": float(frechet_distance(feats(out.cpu()).numpy(), ref)), "n_images": len(problem),
             })
             print(f"look-ahead {_dt_name(dt)} {v}: {rows[-1]} in {time.perf_counter() - tic:.1f}s", flush=True)

@@ -43,13 +43,13 @@ def grid_points(grid: dict[str, list]) -> list[dict]:
 def score(recon: Reconstruction, recorder: Recorder, lpips_settings: dict, need_fd: bool) -> dict[str, float]:
     """One grid point's reconstructions against the clean val images the recorder holds."""
     from diracbench.metrics.image_quality import psnr
-    from diracbench.metrics.perceptual import LPIPSMetric, VGGFeatures, frechet_distance
+    from diracbench.metrics.perceptual import VGGFeatures, frechet_distance
 
     x_hat = torch.from_numpy(recon.x_hat).to(recorder.device)
     x = recorder.x.clamp(0, 1)
     out = {
         "psnr": float(psnr(x_hat, x).mean()),
-        "lpips": float(LPIPSMetric(net=lpips_settings["net"], upsample_below=lpips_settings["upsample_below"], device=x.device)(x_hat, x).mean()),
+        "lpips": float(recorder.lpips_to_clean(lpips_settings, x_hat, np.arange(len(recorder))).mean()),
         "seconds_per_image": float(recon.seconds.mean()),
         "nfe": float(recon.nfe.mean()),
     }

@@ -18,6 +18,7 @@ from diracbench.metrics.perceptual import (
     frechet_distance,
     inception_available,
     lpips_backbone_source,
+    lpips_feature_bytes,
     upsample_factor,
 )
 
@@ -146,6 +147,41 @@ def test_lpips_grows_with_distortion_and_batches_consistently(lpips_vgg: LPIPSMe
 def test_lpips_clips_inputs(lpips_vgg: LPIPSMetric) -> None:
     x = _images(2, 32, 10)
     torch.testing.assert_close(lpips_vgg(x * 3 - 1, x), lpips_vgg(np.clip(x * 3 - 1, 0, 1), x))
+
+
+@pytest.mark.parametrize("net", ["vgg", "alex"])
+def test_lpips_against_cached_features_equals_pairwise_scoring(net: str) -> None:
+    m = LPIPSMetric(net, upsample_below=64, batch_size=4)
+    clean = _images(6, 32, 11)
+    index = np.array([5, 0, 0, 3, 2, 5, 1, 4, 4, 3])
+    est = _noisy(clean[index], 0.1, 12)
+    ref = m.reference(clean)
+    assert ref.nbytes == 6 * lpips_feature_bytes(net, 32, 32, 64) or net == "alex"  # alex: an estimate
+    # The backbone on the estimates runs in the same batches either way: equal to float rounding
+    # (bit-equal where the backbone's per-image result does not depend on its batch).
+    torch.testing.assert_close(m.against(est, ref, index), m(est, clean[index]), rtol=1e-6, atol=1e-7)
+    # Same batches on both sides (the reference computed in the pairwise call's batches): bit-equal.
+    assert torch.equal(m.against(clean[:4] * 0.9, m.reference(clean[:4]), np.arange(4)), m(clean[:4] * 0.9, clean[:4]))
+    with pytest.raises(ValueError, match="indices outside"):
+        m.against(est[:1], ref, [6])
+    with pytest.raises(ValueError, match="one index per image"):
+        m.against(est, ref, index[:3])
+
+
+def test_recorder_scores_the_same_with_and_without_its_feature_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    from diracbench.metrics import recorder as rec_mod
+
+    clean = torch.from_numpy(_images(5, 32, 13))
+    est = torch.from_numpy(_noisy(clean[[1, 1, 4]].numpy(), 0.1, 14))
+    settings = {"net": "vgg", "upsample_below": 64}
+    cached = rec_mod.Recorder(clean, clean, None, list("abcde"))
+    d_cached = cached.lpips_to_clean(settings, est, [1, 1, 4])
+    assert cached._cache[("lpips-ref", "vgg", 64)] is not None
+    monkeypatch.setattr(rec_mod, "REFERENCE_CACHE_BYTES", 0)
+    streamed = rec_mod.Recorder(clean, clean, None, list("abcde"))
+    d_streamed = streamed.lpips_to_clean(settings, est, [1, 1, 4])
+    assert streamed._cache[("lpips-ref", "vgg", 64)] is None
+    torch.testing.assert_close(d_cached, d_streamed, rtol=1e-6, atol=1e-7)
 
 
 def test_upsample_protocol() -> None:

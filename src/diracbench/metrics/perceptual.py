@@ -154,6 +154,71 @@ class LPIPSMetric:
             out[sl] = self.model(xa * 2 - 1, xb * 2 - 1).reshape(-1).float().cpu()
         return out.to(out_device)
 
+    @torch.no_grad()
+    def reference(self, b: ImageBatch) -> "LPIPSReference":
+        """The normalised backbone features of `b`, to score many images against (`against`)."""
+        b_t = as_image_tensor(b, "cpu", "b")
+        layers: list[list[torch.Tensor]] = [[] for _ in range(self.model.L)]
+        for sl in _batches(b_t.shape[0], self.batch_size):
+            outs = self._features(b_t[sl])
+            for kk in range(self.model.L):
+                layers[kk].append(outs[kk])
+        return LPIPSReference([torch.cat(parts) for parts in layers], tuple(b_t.shape))
+
+    def _features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        # lpips.LPIPS.forward's first half, for one side of the pair.
+        import lpips
+
+        xs = _upsample(x.to(self.device), self.upsample_below)
+        outs = self.model.net.forward(self.model.scaling_layer(xs * 2 - 1))
+        return [lpips.normalize_tensor(outs[kk]) for kk in range(self.model.L)]
+
+    @torch.no_grad()
+    def against(self, a: ImageBatch, ref: "LPIPSReference", index: ImageBatch) -> torch.Tensor:
+        """LPIPS between a[k] and reference image index[k]: `self(a, b[index])` without running
+        the backbone on b again (its second half, in the same batches, on features computed once)."""
+        from lpips.lpips import spatial_average
+
+        out_device = a.device if isinstance(a, torch.Tensor) else torch.device("cpu")
+        a_t = as_image_tensor(a, "cpu", "a")
+        idx = torch.as_tensor(np.asarray(index), dtype=torch.long).reshape(-1)
+        if idx.numel() != a_t.shape[0] or tuple(a_t.shape[1:]) != ref.shape[1:]:
+            raise ValueError(f"LPIPS against a reference of {ref.shape} needs one index per image of matching shape; got {tuple(a_t.shape)} and {idx.numel()} indices")
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= ref.shape[0]):
+            raise ValueError(f"reference indices outside its {ref.shape[0]} images")
+        out = torch.empty(a_t.shape[0], dtype=torch.float32)
+        for sl in _batches(a_t.shape[0], self.batch_size):
+            feats = self._features(a_t[sl])
+            rows = idx[sl].to(self.device)
+            val = 0
+            for kk in range(self.model.L):
+                diff = (feats[kk] - ref.layers[kk].index_select(0, rows)) ** 2
+                val += spatial_average(self.model.lins[kk](diff), keepdim=True)
+            out[sl] = val.reshape(-1).float().cpu()
+        return out.to(out_device)
+
+
+class LPIPSReference:
+    """Per-layer normalised LPIPS features of a fixed image set (see `LPIPSMetric.reference`)."""
+
+    def __init__(self, layers: list[torch.Tensor], shape: tuple[int, ...]) -> None:
+        self.layers = layers
+        self.shape = shape
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.layers)
+
+
+def lpips_feature_bytes(net: str, height: int, width: int, upsample_below: int) -> int:
+    """Bytes of one image's normalised LPIPS features (float32), to decide whether caching fits."""
+    k = upsample_factor(min(height, width), upsample_below)
+    h, w = height * k, width * k
+    # (channels, stride) of the layers lpips reads: VGG16 relu1_2..relu5_3, AlexNet relu1..relu5.
+    layers = {"vgg": [(64, 1), (128, 2), (256, 4), (512, 8), (512, 16)],
+              "alex": [(64, 4), (192, 8), (384, 16), (256, 16), (256, 16)]}[canonical_net(net)]
+    return 4 * sum(c * -(-h // s) * -(-w // s) for c, s in layers)
+
 
 _VGG_MODELS: dict[str, torch.nn.Module] = {}
 

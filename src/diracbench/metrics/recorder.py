@@ -40,6 +40,8 @@ TRAJECTORY_COLUMNS = ["image", "name", "step", "t", "nfe", "dc", "psnr", "lpips"
 IMAGE_MAJOR = ("image", "step")
 STEP_MAJOR = ("step", "image")
 QUANTITIES = ("x0_hat", "iterate")
+# Clean-image LPIPS features kept per recorder up to this size (32 px val sets: ~60 MB).
+REFERENCE_CACHE_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,27 @@ class Recorder:
         if key not in self._cache:
             self._cache[key] = LPIPSMetric(net=settings["net"], upsample_below=settings["upsample_below"], device=self.device)
         return self._cache[key]
+
+    def lpips_to_clean(self, settings: dict, images: torch.Tensor, index: Sequence[int] | np.ndarray) -> torch.Tensor:
+        """LPIPS between images[k] and clean image index[k] (on the CPU).
+
+        The clean images' backbone features are computed once per recorder when they fit in
+        `REFERENCE_CACHE_BYTES`; every path and grid point scored against them reuses them (the
+        same numbers as scoring the pairs directly, which is the fallback for large sets).
+        """
+        from diracbench.metrics.perceptual import lpips_feature_bytes
+
+        metric = self.lpips_metric(settings)
+        key = ("lpips-ref", settings["net"], int(settings["upsample_below"]))
+        if key not in self._cache:
+            h, w = self.x.shape[-2:]
+            fits = len(self) * lpips_feature_bytes(settings["net"], int(h), int(w), int(settings["upsample_below"])) <= REFERENCE_CACHE_BYTES
+            self._cache[key] = metric.reference(self.x.detach().cpu()) if fits else None
+        ref = self._cache[key]
+        index = np.asarray(index, dtype=np.int64).reshape(-1)
+        if ref is None:
+            return metric(images.detach().cpu(), self.x[torch.as_tensor(index, device=self.device)].detach().cpu())
+        return metric.against(images.detach().cpu(), ref, index)
 
     def vgg_features(self, upsample_below: int) -> VGGFeatures:
         """The FD-VGG descriptor network on the recorder's device (built once)."""
@@ -227,7 +250,7 @@ class Trajectory:
                 if self.deferred:
                     self._stored.setdefault((quantity, int(record.step)), []).append((images, img.cpu()))
                 else:
-                    block[f"lpips_{quantity}"] = rec.lpips_metric(self.lpips)(img, ref).cpu().numpy().astype(np.float64)
+                    block[f"lpips_{quantity}"] = rec.lpips_to_clean(self.lpips, img, images).numpy().astype(np.float64)
         self._blocks.append(block)
         self._rows = None
         self._lpips_values.clear()
@@ -275,9 +298,7 @@ class Trajectory:
             return np.full(len(rows), np.nan)
         pieces = [(s, images, img) for s in steps for images, img in self._stored[(quantity, s)]]
         est = torch.cat([img for _, _, img in pieces])
-        x = self.recorder.x
-        ref = torch.cat([x[torch.as_tensor(images, device=x.device)].detach().cpu().clamp(0, 1) for _, images, _ in pieces])
-        d = self.recorder.lpips_metric(self.lpips)(est, ref).numpy()
+        d = self.recorder.lpips_to_clean(self.lpips, est, np.concatenate([images for _, images, _ in pieces])).numpy()
         lookup, k = {}, 0
         for s, images, _ in pieces:
             for i in images:
