@@ -62,3 +62,23 @@ def test_pending_jobs_reads_the_dry_run_report():
     stats = "Job stats:\njob        count\n-------  -------\nall            1\nmake           3\ntotal          4\n"
     assert pending_jobs(stats) == 4
     assert pending_jobs("something else") is None
+
+
+def test_the_span_counts_only_the_default_targets_jobs(tmp_path):
+    # A seeds replicate, the seeds tables and an ablation figure ran an hour after the default run:
+    # none of them belongs to its span.
+    import os
+
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    records = {"train_dirac/photos_deblur_dt1": 0, "metrics/photos_deblur_dps": 100,
+               "train_dirac/photos-seed2_deblur_dt1": 3600, "metrics/photos-seed12_inpaint_ddrm": 3700,
+               "seeds_tables/photos": 3800, "figure_ablation_guidance/photos_deblur": 3900, "ablation_lookahead/photos_deblur_dt0": 3900,
+               "bench_methods/bench": 4000}
+    for name, finished in records.items():
+        path = tmp_path / f"{name}.tsv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(header + "10.0\t0:00:10\t1\t1\t1\t1\t0\t0\t50\t9\n")
+        os.utime(path, (1e9 + finished, 1e9 + finished))
+    stages = stage_times(tmp_path)
+    assert sorted(stages["job"]) == ["photos_deblur_dps", "photos_deblur_dt1"]
+    assert run_span(stages) == pytest.approx(110.0)

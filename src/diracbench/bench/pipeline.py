@@ -80,12 +80,19 @@ def read_benchmark_tsv(path: Path) -> dict:
     return {"seconds": seconds, "max_rss_mb": col("max_rss"), "cpu_time_s": col("cpu_time"), "mean_load": col("mean_load"), "started": iso(started), "finished": iso(finished)}
 
 
-def stage_times(benchmarks: Path, exclude_prefix: str = "bench") -> pd.DataFrame:
-    """Every `<benchmarks>/<rule>/<job>.tsv` except the bench's own rules."""
+# Records of the targets outside `all` (the bench itself, `seeds`, `ablations`) and of the seed
+# replicates' jobs (`<dataset>-seed<N>_...`): counting them would stretch the default run's span
+# over whatever ran later.
+_OTHER_TARGET_RULES = re.compile(r"^(?:bench|seeds)|ablation")
+_REPLICATE_JOB = re.compile(r"-seed\d+(?:[_.]|$)")
+
+
+def stage_times(benchmarks: Path) -> pd.DataFrame:
+    """Every `<benchmarks>/<rule>/<job>.tsv` of the default target's jobs (see _OTHER_TARGET_RULES)."""
     rows = []
     for path in sorted(benchmarks.glob("*/*.tsv")):
         rule = path.parent.name
-        if rule.startswith(exclude_prefix):
+        if _OTHER_TARGET_RULES.search(rule) or _REPLICATE_JOB.search(path.stem):
             continue
         rows.append({"rule": rule, "job": path.stem, **read_benchmark_tsv(path)})
     return pd.DataFrame(rows, columns=STAGE_COLUMNS)
