@@ -155,12 +155,17 @@ class LPIPSMetric:
         return out.to(out_device)
 
     @torch.no_grad()
-    def reference(self, b: ImageBatch) -> "LPIPSReference":
-        """The normalised backbone features of `b`, to score many images against (`against`)."""
+    def reference(self, b: ImageBatch, max_bytes: int | None = None) -> "LPIPSReference | None":
+        """The normalised backbone features of `b`, to score many images against (`against`);
+        None as soon as they would exceed `max_bytes` (the caller then scores pair by pair)."""
         b_t = as_image_tensor(b, "cpu", "b")
         layers: list[list[torch.Tensor]] = [[] for _ in range(self.model.L)]
+        held = 0
         for sl in _batches(b_t.shape[0], self.batch_size):
             outs = self._features(b_t[sl])
+            held += sum(t.numel() * t.element_size() for t in outs)
+            if max_bytes is not None and held > max_bytes:
+                return None
             for kk in range(self.model.L):
                 layers[kk].append(outs[kk])
         return LPIPSReference([torch.cat(parts) for parts in layers], tuple(b_t.shape))
@@ -208,16 +213,6 @@ class LPIPSReference:
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.layers)
-
-
-def lpips_feature_bytes(net: str, height: int, width: int, upsample_below: int) -> int:
-    """Bytes of one image's normalised LPIPS features (float32), to decide whether caching fits."""
-    k = upsample_factor(min(height, width), upsample_below)
-    h, w = height * k, width * k
-    # (channels, stride) of the layers lpips reads: VGG16 relu1_2..relu5_3, AlexNet relu1..relu5.
-    layers = {"vgg": [(64, 1), (128, 2), (256, 4), (512, 8), (512, 16)],
-              "alex": [(64, 4), (192, 8), (384, 16), (256, 16), (256, 16)]}[canonical_net(net)]
-    return 4 * sum(c * -(-h // s) * -(-w // s) for c, s in layers)
 
 
 _VGG_MODELS: dict[str, torch.nn.Module] = {}

@@ -130,14 +130,10 @@ class Recorder:
         `REFERENCE_CACHE_BYTES`; every path and grid point scored against them reuses them (the
         same numbers as scoring the pairs directly, which is the fallback for large sets).
         """
-        from diracbench.metrics.perceptual import lpips_feature_bytes
-
         metric = self.lpips_metric(settings)
         key = ("lpips-ref", settings["net"], int(settings["upsample_below"]))
         if key not in self._cache:
-            h, w = self.x.shape[-2:]
-            fits = len(self) * lpips_feature_bytes(settings["net"], int(h), int(w), int(settings["upsample_below"])) <= REFERENCE_CACHE_BYTES
-            self._cache[key] = metric.reference(self.x.detach().cpu()) if fits else None
+            self._cache[key] = metric.reference(self.x.detach().cpu(), max_bytes=REFERENCE_CACHE_BYTES)
         ref = self._cache[key]
         index = np.asarray(index, dtype=np.int64).reshape(-1)
         if ref is None:
