@@ -25,6 +25,8 @@ from diracbench.errors import UserError
 # metrics.evaluate.PER_IMAGE_METRICS + SET_METRICS by a unit test).
 AGGREGATE_METRICS = ("psnr", "ssim", "lpips", "dc", "dc_ratio", "nfe", "seconds", "fd_vgg", "fid")
 PER_IMAGE_COLUMNS = ("name", "psnr", "ssim", "lpips", "dc", "dc_ratio", "nfe", "seconds")
+# Columns of every trajectory.csv (one row per logged reverse step and image), in this order.
+TRAJECTORY_COLUMNS = ("image", "name", "step", "t", "nfe", "dc", "psnr", "lpips")
 # Keys of Dirac's chosen.yaml entries that record how the value was chosen (never used as settings).
 INFO_KEYS = ("nfe", "selected_by")
 

@@ -28,12 +28,11 @@ import numpy as np
 import pandas as pd
 
 from diracbench import cli
-from diracbench.contracts import check_csv_complete
+from diracbench.contracts import TRAJECTORY_COLUMNS, check_csv_complete
 from diracbench.errors import UserError
 from diracbench.methods.registry import display_name, method_order
 from diracbench.tasks import task_title
 
-TRAJECTORY_COLUMNS = ("image", "name", "step", "t", "nfe", "dc", "psnr", "lpips")
 # "dirac" is not a method but Dirac's unguided validation trajectory (Figs. 3-4); the methods'
 # names, order and colours come from the method registry.
 DIRAC_TRAJECTORY = "dirac"

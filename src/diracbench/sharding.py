@@ -231,10 +231,11 @@ def assemble(pieces: list[dict[str, np.ndarray]], extras: dict[str, dict[str, np
 
 def write_outputs(result: Assembled, out: Path, trajectory_path: Path, extra_out: dict[str, Path]) -> None:
     """recon/<split>.npz, trajectory.csv and the extras, all committed together (as `sample` always did)."""
+    from diracbench.contracts import TRAJECTORY_COLUMNS
     from diracbench.io import OutputSet
-    from diracbench.methods.base import empty_trajectory
 
-    trajectory = result.trajectory if result.trajectory is not None else empty_trajectory()
+    # The columns from the contract, not methods.base: a gather job need not import torch.
+    trajectory = result.trajectory if result.trajectory is not None else pd.DataFrame(columns=list(TRAJECTORY_COLUMNS))
     missing = sorted(set(extra_out) - set(result.extras))
     if missing:
         raise UserError(f"no extra output {missing} was produced (made: {sorted(result.extras)}); check the method's settings")

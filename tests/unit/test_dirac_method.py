@@ -75,7 +75,7 @@ def test_reconstruct_returns_outputs_trajectory_and_posterior_samples(setup):
     nfe = SamplerSettings.from_dict(hp).nfe()
     assert nfe == 3 and rec.x_hat.shape == (5, 3, 16, 16) and np.all(rec.nfe == 3)
     traj = rec.trajectory
-    assert list(traj.columns) == TRAJECTORY_COLUMNS and len(traj) == 5 * 3
+    assert list(traj.columns) == list(TRAJECTORY_COLUMNS) and len(traj) == 5 * 3
     assert traj["lpips"].isna().all()  # lpips_every 0: no LPIPS
     last = traj[traj["step"] == 2].sort_values("image")
     np.testing.assert_allclose(last["t"], 0.5)

@@ -112,7 +112,7 @@ def test_method_contract(name, case):
 
     # The trajectory: the contract's columns, every image, its last row at the method's NFE.
     tr = rec.trajectory
-    assert quiet.trajectory is None and tr is not None and list(tr.columns) == TRAJECTORY_COLUMNS
+    assert quiet.trajectory is None and tr is not None and list(tr.columns) == list(TRAJECTORY_COLUMNS)
     assert sorted(tr["image"].unique().tolist()) == list(range(N)) and (tr["name"] == [f"img{i}" for i in tr["image"]]).all()
     assert (tr.groupby("image")["nfe"].max() == nfe).all() and tr["dc"].notna().all() and np.isfinite(tr["psnr"]).all()
     assert not tr["psnr"].equals(lied.trajectory["psnr"])  # scored against what the recorder holds

@@ -137,7 +137,7 @@ def _load(operator_json: str | Path, measurements: str | Path, split: str, devic
 
 
 def empty_trajectory() -> pd.DataFrame:
-    return pd.DataFrame(columns=TRAJECTORY_COLUMNS)
+    return pd.DataFrame(columns=list(TRAJECTORY_COLUMNS))
 
 
 @dataclass

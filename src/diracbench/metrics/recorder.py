@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from diracbench.contracts import TRAJECTORY_COLUMNS
 from diracbench.errors import UserError
 from diracbench.metrics.image_quality import data_consistency, psnr
 
@@ -34,7 +35,6 @@ if TYPE_CHECKING:  # metrics sit below methods: the Problem type for annotations
     from diracbench.metrics.perceptual import LPIPSMetric, VGGFeatures
     from diracbench.operators import LinearOperator
 
-TRAJECTORY_COLUMNS = ["image", "name", "step", "t", "nfe", "dc", "psnr", "lpips"]
 # Row orders of `Trajectory.frame()`: the samplers' logs are image-major, the scico driver's
 # step-major (`sharding.trajectory_order` restores the same order after a sharded run).
 IMAGE_MAJOR = ("image", "step")
@@ -309,7 +309,7 @@ class Trajectory:
         names = self.recorder.names
         traj.insert(1, "name", [names[i] for i in traj["image"]])
         traj["lpips"] = self.lpips_values("x0_hat")
-        return traj[TRAJECTORY_COLUMNS].sort_values(self.order, kind="stable").reset_index(drop=True)
+        return traj[list(TRAJECTORY_COLUMNS)].sort_values(self.order, kind="stable").reset_index(drop=True)
 
     def fd_vgg(self, quantity: str = "x0_hat") -> dict[int, float]:
         """FD-VGG between the images of `quantity` at each stored step and the clean images
