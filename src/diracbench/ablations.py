@@ -7,7 +7,10 @@
 - Fig. 9 (loss look-ahead Δt): `lookahead` samples val once per trained Δt model with the
   default's tuned sampler settings (its chosen.yaml; only the model changes) and scores PSNR,
   LPIPS and FD-VGG for PO and DO, keeping PO's reconstructions of the first val images;
-  `figure-lookahead` draws the three metrics against Δt beside those reconstructions.
+  `figure-lookahead` draws the three metrics against Δt beside those reconstructions. A t_stop
+  tuned for one model is not the best for another (a Δt = 0 deblurring model is worst at t = 1),
+  so the figure also draws each model's own best point along the path (`path_bests` of the
+  tuning search over model_dt, rule `ablation_lookahead_path`) on the panels its metric belongs to.
 
 Models of a Δt the default already trains are reused, not retrained; so is its tuning.
 """
@@ -117,6 +120,30 @@ def guidance_curves(grid: pd.DataFrame, variant: str = "po") -> pd.DataFrame:
     return g.groupby(["param_guidance", "param_zeta"], as_index=False)["lpips"].min().rename(columns={"param_guidance": "guidance", "param_zeta": "zeta"})
 
 
+# Fig. 9's second protocol: which metric each variant's own t_stop optimises (as in tuning).
+PATH_METRICS = {"po": ("lpips", "min"), "do": ("psnr", "max")}
+
+
+def path_bests(grid: pd.DataFrame) -> pd.DataFrame:
+    """Per Δt model and variant: the best mean val score of x0_hat along the reverse path and its t
+    (PO: lowest LPIPS, DO: highest PSNR; ties go to the earliest step, the fewest NFEs)."""
+    need = ["variant", "param_model_dt", "t", "nfe", "psnr", "lpips"]
+    missing = [c for c in need if c not in grid.columns]
+    if missing:
+        raise UserError(f"the look-ahead path search's grid.csv lacks {missing}; rerun ablation_lookahead_path")
+    rows = []
+    for (v, dt), g in grid.groupby(["variant", "param_model_dt"], sort=True):
+        if v not in PATH_METRICS:
+            continue
+        metric, how = PATH_METRICS[v]
+        g = g.dropna(subset=[metric]).sort_values("nfe", kind="stable")
+        if g.empty:
+            raise UserError(f"no {metric} for {v}, Δt = {_dt_name(dt)} in the path search's grid.csv; rerun ablation_lookahead_path")
+        best = g.loc[g[metric].idxmin() if how == "min" else g[metric].idxmax()]
+        rows.append({"look_ahead": float(dt), "variant": v, "metric": metric, "value": float(best[metric]), "t_stop": float(best["t"]), "nfe": int(best["nfe"])})
+    return pd.DataFrame(rows, columns=["look_ahead", "variant", "metric", "value", "t_stop", "nfe"])
+
+
 def figure_guidance(grid_path: Path, title: str, stem: Path) -> None:
     from diracbench.contracts import check_csv_complete
 
@@ -139,12 +166,16 @@ def figure_guidance(grid_path: Path, title: str, stem: Path) -> None:
     _save(fig, stem)
 
 
-def figure_lookahead(scores_path: Path, samples_path: Path, title: str, stem: Path) -> None:
+def figure_lookahead(scores_path: Path, samples_path: Path, title: str, stem: Path, path_grid: Path | None = None) -> None:
     from diracbench.contracts import check_csv_complete
     from diracbench.io import read_npz
 
     check_csv_complete(scores_path, "ablation_lookahead")
     scores = pd.read_csv(scores_path)
+    bests = None
+    if path_grid is not None:
+        check_csv_complete(path_grid, "ablation_lookahead_path")
+        bests = path_bests(pd.read_csv(path_grid))
     samples = read_npz(samples_path, required=("x", "y", "names"), producer="the ablation_lookahead rule")
     dts = sorted(scores["look_ahead"].unique())
     n_img = len(samples["names"])
@@ -156,11 +187,14 @@ def figure_lookahead(scores_path: Path, samples_path: Path, title: str, stem: Pa
         ax = fig.add_subplot(top[0, i])
         for v, marker in (("po", "o"), ("do", "s")):
             s = scores[scores["variant"] == v].sort_values("look_ahead")
-            ax.plot(s["look_ahead"], s[metric], marker=marker, label=f"Dirac-{v.upper()}")
+            line = ax.plot(s["look_ahead"], s[metric], marker=marker, label=f"Dirac-{v.upper()}")[0]
+            own = bests[(bests["variant"] == v) & (bests["metric"] == metric)].sort_values("look_ahead") if bests is not None else None
+            if own is not None and not own.empty:
+                ax.plot(own["look_ahead"], own["value"], ls="--", marker=marker, mfc="none", color=line.get_color(), label=f"Dirac-{v.upper()}, own t_stop")
         ax.set_xlabel("loss look-ahead Δt")
         ax.set_ylabel(label)
-        if i == 0:
-            ax.legend(fontsize=7)
+        if i != 1:  # FD-VGG has no own-t_stop line: its legend would repeat the first one
+            ax.legend(fontsize=6)
     cols = ["y"] + [f"dt{_dt_name(d)}" for d in dts] + ["x"]
     heads = ["measurement y"] + [f"PO, Δt = {_dt_name(d)}" for d in dts] + ["ground truth"]
     sub = outer[1].subgridspec(n_img, len(cols), wspace=0.05, hspace=0.1)
@@ -199,6 +233,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     fl = sub.add_parser("figure-lookahead", help="Fig. 9 from the look-ahead scores and samples")
     fl.add_argument("--scores", required=True, type=Path)
     fl.add_argument("--samples", required=True, type=Path)
+    fl.add_argument("--path-grid", type=Path, default=None, help="ablation_lookahead_path's grid.csv (each model's own t_stop)")
     for p in (fg, fl):
         p.add_argument("--title", default="")
         p.add_argument("--out-stem", required=True, type=Path)
@@ -208,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         figure_guidance(args.grid, args.title, args.out_stem)
         return
     if args.stage == "figure-lookahead":
-        figure_lookahead(args.scores, args.samples, args.title, args.out_stem)
+        figure_lookahead(args.scores, args.samples, args.title, args.out_stem, args.path_grid)
         return
     from diracbench.io import OutputSet
     from diracbench.methods.base import RunContext, load_problem_and_recorder

@@ -69,6 +69,10 @@ def test_lookahead_scores_use_the_default_tuning_and_change_only_the_model(setup
     np.savez(tmp / "samples.npz", **samples)
     ablations.figure_lookahead(tmp / "scores.csv", tmp / "samples.npz", "test", tmp / "fig9")
     assert (tmp / "fig9.png").stat().st_size > 1000 and (tmp / "fig9.pdf").is_file()
+    search = dirac.tune(problem, {"variants": variants, "search": {v: {"model_dt": [0.0, 0.5, 1.0]} for v in variants}, "tuning": {"po_metric": "lpips", "do_metric": "psnr", "lpips_every": 1}, "lpips": LPIPS, "batch_size": 4}, ctx)
+    search.grid.to_csv(tmp / "path.csv", index=False)
+    ablations.figure_lookahead(tmp / "scores.csv", tmp / "samples.npz", "test", tmp / "fig9_path", path_grid=tmp / "path.csv")
+    assert (tmp / "fig9_path.png").stat().st_size > (tmp / "fig9.png").stat().st_size  # the dashed lines and legends
 
 
 def test_guidance_curves_take_the_best_lpips_per_scheme_and_zeta(setup, tmp_path):
@@ -89,6 +93,27 @@ def test_guidance_curves_take_the_best_lpips_per_scheme_and_zeta(setup, tmp_path
     assert (tmp_path / "fig8.png").stat().st_size > 1000
     with pytest.raises(UserError, match="param_guidance"):
         ablations.guidance_curves(res.grid.drop(columns=["param_guidance"]))
+
+
+def test_own_t_stop_per_model_is_what_tuning_that_model_alone_chooses(setup, tmp_path):
+    """Fig. 9's dashed lines: path_bests of the search over model_dt equal, per Δt, the choice and
+    score of a tuning run given only that model (brute force over the same paths)."""
+    tmp, problem, ctx = setup
+    variants = {"po": dict(BASE), "do": dict(BASE)}
+    common = {"tuning": {"po_metric": "lpips", "do_metric": "psnr", "lpips_every": 1}, "lpips": LPIPS, "batch_size": 4}
+    dts = [0.0, 0.5, 1.0]
+    res = dirac.tune(problem, {"variants": variants, "search": {v: {"model_dt": dts} for v in variants}, **common}, ctx)
+    bests = ablations.path_bests(res.grid)
+    assert len(bests) == 6 and set(bests["look_ahead"]) == set(dts)
+    for dt in dts:
+        alone = dirac.tune(problem, {"variants": {v: {**BASE, "model_dt": dt} for v in variants}, **common}, ctx)
+        for v, metric in (("po", "lpips"), ("do", "psnr")):
+            row = bests[(bests["look_ahead"] == dt) & (bests["variant"] == v)].iloc[0]
+            assert row["metric"] == metric
+            assert row["t_stop"] == alone.chosen[v]["t_stop"], (dt, v)
+            assert row["value"] == pytest.approx(alone.chosen[v]["selected_by"]["value"], rel=1e-6), (dt, v)
+    with pytest.raises(UserError, match="param_model_dt"):
+        ablations.path_bests(res.grid.drop(columns=["param_model_dt"]))
 
 
 def test_a_chosen_file_off_its_grid_is_refused(setup, tmp_path):

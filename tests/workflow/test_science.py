@@ -48,7 +48,7 @@ def test_ablations_target_trains_only_the_additional_look_aheads_and_reuses_the_
     # tiny: deblur trains dt 1, inpaint dt 0 and 1; the ablation asks for dt 0, 0.5 and 1.
     assert trained == [("deblur", "0"), ("deblur", "0.5"), ("inpaint", "0.5")]
     counts = job_counts(out)
-    assert counts == {"train_dirac": 3, "ablation_guidance": 2, "ablation_lookahead": 2, "figure_ablation_guidance": 2, "figure_ablation_lookahead": 2, "ablations": 1}, counts
+    assert counts == {"train_dirac": 3, "ablation_guidance": 2, "ablation_lookahead": 2, "ablation_lookahead_path": 2, "figure_ablation_guidance": 2, "figure_ablation_lookahead": 2, "ablations": 1}, counts
     # The ablations target is not part of `all`: the finished tiny run has nothing to do.
     assert "Nothing to be done" in snakemake("-n", workdir=root, config=config, snakefile=root / "Snakefile", timeout=300).stdout
 

@@ -2,6 +2,7 @@
 #
 # results/<ds>/<task>/ablations/guidance/{chosen.yaml,grid.csv,trajectory.csv}  (ablation_guidance)
 # results/<ds>/<task>/ablations/lookahead/{scores.csv,samples.npz}               (ablation_lookahead)
+# results/<ds>/<task>/ablations/lookahead/path/{chosen.yaml,grid.csv,trajectory.csv} (ablation_lookahead_path)
 # results/figures/<ds>_<task>_fig8_guidance.{png,pdf}, <ds>_<task>_fig9_lookahead.{png,pdf}
 #
 # Reuses the default's Dirac models and tuning: a Δt the default trains is not trained again, and
@@ -76,6 +77,42 @@ rule ablation_lookahead:
         "--out-scores {output.scores:q} --out-samples {output.samples:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
+# Fig. 9 again with every Δt model's own t_stop: the default's tuned t_stop belongs to its model
+# (deblurring: t = 1, one step), where a Δt = 0 model is worst; the tuning search over model_dt
+# gives each model its best point along the path on the same val images.
+rule ablation_lookahead_path:
+    input:
+        unpack(ablation_models),
+        operator="results/{dataset}/{task}/operator.json",
+        measurements="results/{dataset}/{task}/measurements/val.npz",
+        schedule=rules.schedule.output.table,
+        code=code("tune", *method_modules(DIRAC_METHODS)),
+    output:
+        chosen="results/{dataset}/{task}/ablations/lookahead/path/chosen.yaml",
+        grid="results/{dataset}/{task}/ablations/lookahead/path/grid.csv",
+        trajectory="results/{dataset}/{task}/ablations/lookahead/path/trajectory.csv",
+    params:
+        device=gpu_device,
+        settings=settings(ablation_path_settings),
+        models=dirac_model_args,
+    log:
+        log("ablation_lookahead_path", "{dataset}_{task}"),
+    benchmark:
+        bench("ablation_lookahead_path", "{dataset}_{task}")
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=6000,
+        runtime=120,
+        gpu=planned("ablation", "gpu", 1),
+    shell:
+        "python -m diracbench.tune --method dirac-po --settings {params.settings:q} "
+        "--operator {input.operator:q} --measurements {input.measurements:q} {params.models} "
+        "--input schedule={input.schedule:q} --out-chosen {output.chosen:q} --out-grid {output.grid:q} "
+        "--out-trajectory {output.trajectory:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
+
+
 rule figure_ablation_guidance:
     input:
         grid=rules.ablation_guidance.output.grid,
@@ -105,12 +142,13 @@ rule figure_ablation_lookahead:
     input:
         scores=rules.ablation_lookahead.output.scores,
         samples=rules.ablation_lookahead.output.samples,
+        path=rules.ablation_lookahead_path.output.grid,
         code=code("ablations"),
     output:
         png="results/figures/{dataset}_{task}_fig9_lookahead.png",
         pdf="results/figures/{dataset}_{task}_fig9_lookahead.pdf",
     params:
-        title="{dataset} {task}: loss look-ahead Δt (val, the default's tuned sampler)",
+        title="{dataset} {task}: loss look-ahead Δt (val; solid: the default's tuned sampler, dashed: each model's own t_stop)",
         out_stem=lambda w, output: os.path.splitext(output.png)[0],
     log:
         log("figure_ablation", "{dataset}_{task}_fig9"),
@@ -123,7 +161,7 @@ rule figure_ablation_lookahead:
         mem_mb=1000,
         runtime=10,
     shell:
-        "python -m diracbench.ablations figure-lookahead --scores {input.scores:q} --samples {input.samples:q} "
+        "python -m diracbench.ablations figure-lookahead --scores {input.scores:q} --samples {input.samples:q} --path-grid {input.path:q} "
         "--title {params.title:q} --out-stem {params.out_stem:q} > {log:q} 2>&1"
 
 

@@ -20,6 +20,20 @@ def ablation_guidance_settings(wildcards):
     }
 
 
+def ablation_path_settings(wildcards):
+    """Fig. 9's second protocol: each Δt model with its own t_stop, i.e. the tuning search over model_dt."""
+    dts = sorted({float(d) for d in ABLATIONS["look_aheads"]})
+    return {
+        "variants": {v: dirac_task(wildcards.task)[v] for v in ("po", "do")},
+        "search": {v: {"model_dt": dts} for v in ("po", "do")},
+        "tuning": {"po_metric": "lpips", "do_metric": "psnr", "lpips_every": config["dirac"]["tuning"]["lpips_every"]},
+        "max_images": ABLATIONS["max_images"],
+        "batch_size": config["dirac"]["sampling"]["batch_size"],
+        "lpips": lpips_settings(),
+        "seed": config["seed"],
+    }
+
+
 def ablation_lookahead_settings(wildcards):
     return {
         "variants": {v: dirac_task(wildcards.task)[v] for v in ("po", "do")},
