@@ -80,7 +80,7 @@ rule ablation_lookahead:
 # Fig. 9 again with every Δt model's own t_stop: the default's tuned t_stop belongs to its model
 # (deblurring: t = 1, one step), where a Δt = 0 model is worst; the tuning search over model_dt
 # gives each model its best point along the path on the same val images.
-rule ablation_lookahead_path:
+use rule ablation_guidance as ablation_lookahead_path with:
     input:
         unpack(ablation_models),
         operator="results/{dataset}/{task}/operator.json",
@@ -99,18 +99,6 @@ rule ablation_lookahead_path:
         log("ablation_lookahead_path", "{dataset}_{task}"),
     benchmark:
         bench("ablation_lookahead_path", "{dataset}_{task}")
-    conda:
-        "../../envs/torch.yaml"
-    threads: 2
-    resources:
-        mem_mb=6000,
-        runtime=120,
-        gpu=planned("ablation", "gpu", 1),
-    shell:
-        "python -m diracbench.tune --method dirac-po --settings {params.settings:q} "
-        "--operator {input.operator:q} --measurements {input.measurements:q} {params.models} "
-        "--input schedule={input.schedule:q} --out-chosen {output.chosen:q} --out-grid {output.grid:q} "
-        "--out-trajectory {output.trajectory:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule figure_ablation_guidance:
