@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
 # Two one-thread jobs at a time instead of one two-thread job: the tiny config's jobs are mostly
 # start-up (imports, weights), so the chain takes about two thirds of the time, with no core
-# oversubscribed. Results never depend on it (threads are a resource, not a setting).
+# oversubscribed. Threads change results only by float rounding, and every test runs at one.
 TWO_JOBS_AT_ONCE = ("--cores", "2", "--max-threads", "1")
 
 

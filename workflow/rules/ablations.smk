@@ -33,7 +33,7 @@ rule ablation_guidance:
         bench("ablation_guidance", "{dataset}_{task}")
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    threads: JOB_THREADS
     resources:
         mem_mb=6000,
         runtime=120,
@@ -66,7 +66,7 @@ rule ablation_lookahead:
         bench("ablation_lookahead", "{dataset}_{task}")
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    threads: JOB_THREADS
     resources:
         mem_mb=6000,
         runtime=120,

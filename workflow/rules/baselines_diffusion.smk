@@ -36,6 +36,7 @@ rule train_prior:
     conda:
         "../../envs/torch.yaml"
     threads: lambda w: train_threads(prior_execution(w))
+    priority: TRAINING_PRIORITY
     resources:
         # As train_dirac: execution settings as resources; mem_mb covers the resume state.
         mem_mb=lambda w, input: train_mem_mb("ddpm", config["training"], dataset_config(w.dataset)["image_size"], prior_execution(w), input.size_mb),

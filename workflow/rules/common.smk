@@ -87,6 +87,16 @@ def method_modules(methods):
     return sorted({METHOD_SPECS[m].module for m in methods})
 
 
+# CPU threads of every job but data preparation, training (training.execution.threads) and the
+# bench's timings: config `job_threads`. At 1, Snakemake runs two of them side by side on the
+# default's 2 cores, which does ~1.4x the work of one 2-thread job (README: Time of the default).
+from diracbench.plan.jobs import job_threads
+
+JOB_THREADS = job_threads(config)
+# Rule priority of training and the schedules it needs (see rule schedule).
+TRAINING_PRIORITY = 10
+
+
 def lpips_settings():
     return {"net": config["metrics"]["lpips_net"], "upsample_below": config["metrics"]["lpips_upsample_below"]}
 

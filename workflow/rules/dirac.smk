@@ -37,7 +37,10 @@ rule schedule:
         bench("schedule", "{dataset}_{task}")
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    threads: JOB_THREADS
+    # Training first (and the schedules it needs): it runs alone on both cores, and what remains
+    # afterwards are many 1-thread jobs that keep the cores busy in pairs to the end.
+    priority: TRAINING_PRIORITY
     resources:
         mem_mb=planned("schedule", "mem_mb", 4000),
         runtime=planned("schedule", "runtime", 30),
@@ -69,6 +72,7 @@ rule train_dirac:
     conda:
         "../../envs/torch.yaml"
     threads: lambda w: train_threads(dirac_execution(w))
+    priority: TRAINING_PRIORITY
     resources:
         # Execution settings (training.execution) travel as resources: changing them never
         # reruns a finished model. mem_mb covers the resume state (training_common.smk).
@@ -121,7 +125,7 @@ rule tune_dirac:
         bench("tune_dirac", "{dataset}_{task}")
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    threads: JOB_THREADS
     resources:
         mem_mb=planned("tune_dirac", "mem_mb", 6000),
         runtime=planned("tune_dirac", "runtime", 120),
@@ -157,7 +161,7 @@ rule sample_dirac:
         bench("sample_dirac", "{dataset}_{task}_{variant}.shard{shard}-of-{shards}")
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    threads: JOB_THREADS
     resources:
         mem_mb=planned("sample_dirac", "mem_mb", 6000),
         runtime=planned("sample_dirac", "runtime", 120),

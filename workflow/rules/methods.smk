@@ -44,7 +44,7 @@ rule tune_method_torch:
         bench("tune_{method}", "{dataset}_{task}")
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    threads: JOB_THREADS
     resources:
         mem_mb=planned(lambda w: f"tune_{w.method}", "mem_mb", method_resource("tune", "mem_mb")),
         runtime=planned(lambda w: f"tune_{w.method}", "runtime", method_resource("tune", "runtime")),
@@ -80,7 +80,7 @@ rule tune_method_shard:
         bench("tune_{method}", "{dataset}_{task}.shard{shard}-of-{shards}")
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    threads: JOB_THREADS
     resources:
         mem_mb=planned(lambda w: f"tune_{w.method}", "mem_mb", method_resource("tune", "mem_mb")),
         runtime=planned(lambda w: f"tune_{w.method}", "runtime", method_resource("tune", "runtime")),
@@ -115,7 +115,7 @@ rule sample_method_torch:
         bench("sample_{method}", "{dataset}_{task}.shard{shard}-of-{shards}")
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    threads: JOB_THREADS
     resources:
         mem_mb=planned(lambda w: f"sample_{w.method}", "mem_mb", method_resource("sample", "mem_mb")),
         runtime=planned(lambda w: f"sample_{w.method}", "runtime", method_resource("sample", "runtime")),

@@ -44,7 +44,12 @@ DEFAULT_CLUSTER: dict[str, Any] = {
 SHARDABLE = ("dirac-po", "dirac-do", "dps", "ddrm", "pnp-admm", "admm-tv")
 SHARDABLE_TUNING = ("tune_dps", "tune_ddrm")  # grid tuning split between sampler batches (diracbench.tune_shards)
 DECODE_IMAGES_PER_S_PER_THREAD = 50.0  # PNG/JPEG decode + resize + hash of a 256 px image
-CPU_THREADS = {"prepare_data": 2, "schedule": 2, "tune_pnp-admm": 2, "sample_pnp-admm": 2, "tune_admm-tv": 2, "sample_admm-tv": 2, "metrics": 1}
+CPU_THREADS = {"prepare_data": 2, "metrics": 1}  # fixed in their rules; every other non-training job: job_threads()
+
+
+def job_threads(config: dict) -> int:
+    """Threads of every job but data preparation, training and metrics (config `job_threads`)."""
+    return int(config.get("job_threads", 1))
 HOST_BASE_MB = 3000  # Python, torch/JAX, CUDA context on the host
 STREAMING_WINDOW_MB = 1000  # prepare_data streams images to disk: a bounded window of decoded images, whatever the split size
 
@@ -211,7 +216,7 @@ def build_jobs(config: dict, counter: Counter) -> list[Job]:
         for task in sorted(config["tasks"]):
             jobs.extend(_task_jobs(config, counter, cluster, ds, task, sizes, methods))
     for job in jobs:
-        _finish(job, cluster, gpu)
+        _finish(job, cluster, gpu, job_threads(config))
     return jobs
 
 
@@ -245,7 +250,7 @@ def _task_jobs(config: dict, counter: Counter, cluster: dict, ds: str, task: str
     jobs: list[Job] = []
     size = config["datasets"][ds]["image_size"]
     sched = config["tasks"][task]["schedule"]
-    job = Job("schedule", ds, task, device="cpu", threads=CPU_THREADS["schedule"], note=f"kind {sched['kind']}")
+    job = Job("schedule", ds, task, device="cpu", threads=job_threads(config), note=f"kind {sched['kind']}")
     if sched["kind"] == "greedy" and sched.get("metric") == "lpips":
         vgg = counter({"kind": "vgg16", "image_size": metric_size(config, ds)}, ("infer",), False)
         job.network, job.params = "vgg16 (LPIPS)", vgg["params"]
@@ -304,7 +309,7 @@ def _task_jobs(config: dict, counter: Counter, cluster: dict, ds: str, task: str
         iters = _max_iter(cfg, task)
         for rule, n in (("tune_pnp-admm", n_val * pts), ("sample_pnp-admm", n_test)):
             job = _sampling_job(config, counter, rule, ds, task, "", dncnn, n, iters, False, int(cfg["hparams"]["batch_size"]), f"DnCNN-{cfg['hparams']['variant']} per colour channel, {iters} ADMM iterations")
-            job.device, job.threads = "cpu", CPU_THREADS[rule]
+            job.device, job.threads = "cpu", job_threads(config)
             jobs.append(job)
     if "admm-tv" in methods:
         cfg = config["admm-tv"]
@@ -316,7 +321,7 @@ def _task_jobs(config: dict, counter: Counter, cluster: dict, ds: str, task: str
         a_flops = 4 * size**3 * 3 if config["tasks"][task]["operator"]["kind"] == "blur" else 3 * size**2
         gflop = (2 * a_flops + 20 * 3 * size**2) / 1e9
         for rule, n in (("tune_admm-tv", n_val * pts), ("sample_admm-tv", n_test)):
-            jobs.append(Job(rule, ds, task, device="cpu", threads=CPU_THREADS[rule], network="none (operator)", gflop_per_image_nfe=gflop, nfe_per_image=iters, images=n,
+            jobs.append(Job(rule, ds, task, device="cpu", threads=job_threads(config), network="none (operator)", gflop_per_image_nfe=gflop, nfe_per_image=iters, images=n,
                             batch_size=int(cfg["hparams"]["batch_size"]), note=f"{iters} ADMM iterations"))
     jobs.extend(_metric_jobs(config, counter, ds, task, sizes, methods))
     return jobs
@@ -346,15 +351,18 @@ def _metric_jobs(config: dict, counter: Counter, ds: str, task: str, sizes: dict
     return out
 
 
-def _finish(job: Job, cluster: dict, gpu_kind: str) -> None:
+def _finish(job: Job, cluster: dict, gpu_kind: str, threads: int = 2) -> None:
     """Throughput, memory fit, hours and walltime of one job (shards: `assign_shards`)."""
     job.tflop = job.images * job.nfe_per_image * job.gflop_per_image_nfe / 1e3
     if job.device == "gpu":
-        # The GPU rules' device: an accelerator, or on a CPU machine the rule's 2 threads, which
-        # `tflops_fp32` (and, for a cpu_bf16 training, `tflops_bf16`) then describe.
+        # The GPU rules' device: an accelerator, or on a CPU machine the rule's threads (training:
+        # 2; the others: `threads`); `tflops_fp32` (and, for a cpu_bf16 training, `tflops_bf16`)
+        # describe 2 threads, so fewer get a proportional share.
+        share = 1.0
         if gpu_kind == "cpu":
-            job.device, job.threads = "cpu", 2
-        rate = (cluster["tflops_bf16"] if "bf16" in job.note else cluster["tflops_fp32"]) * 1e12
+            job.device, job.threads = "cpu", 2 if job.rule.startswith("train") else threads
+            share = job.threads / 2
+        rate = (cluster["tflops_bf16"] if "bf16" in job.note else cluster["tflops_fp32"]) * 1e12 * share
         usable = cluster["memory_gib"] * cluster["memory_headroom"] * 2**30
         per = max(job.peak_mib_per_image, 1e-3) * 2**20
         job.micro_batch = max(0, int((usable - job.fixed_mib * 2**20) // per))
