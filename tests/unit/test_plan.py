@@ -178,6 +178,25 @@ def test_a_walltime_too_short_for_any_sharding_names_the_setting():
     assert "cluster.shard_size.dps is 1000" in note
 
 
+def test_job_threads_set_the_cpu_jobs_threads_and_their_share_of_the_rate():
+    """`job_threads` is the thread count of every tuning, sampling and schedule job; on a CPU-only
+    cluster a GPU rule's job at 1 thread gets half the 2-thread rate; training keeps 2 threads."""
+    cfg = _config("config.yaml")
+    cfg["methods"] = [m for m in cfg["methods"] if m not in cfg["extended"]["methods"]]  # `all`'s methods
+    plans = {}
+    for n in (1, 2):
+        c = {**copy.deepcopy(cfg), "job_threads": n}
+        plans[n] = {j.name: j for j in planner.plan(c, counter=_light_counter, strict=False)}
+    one, two = plans[1], plans[2]
+    for name in ("schedule[photos/deblur]", "tune_pnp-admm[photos/deblur]", "sample_admm-tv[photos/inpaint]", "tune_dirac[photos/deblur]", "sample_dps[photos/deblur]"):
+        assert (one[name].threads, two[name].threads) == (1, 2), name
+    for name in ("tune_dirac[photos/deblur]", "sample_dps[photos/inpaint]", "tune_pnp-admm[photos/inpaint]"):
+        assert one[name].hours == pytest.approx(2 * two[name].hours), name
+    train = "train_dirac[photos/deblur/dt1]"
+    assert one[train].threads == two[train].threads == 2 and one[train].hours == pytest.approx(two[train].hours)
+    assert one["metrics[photos/deblur/dps]"].threads == two["metrics[photos/deblur/dps]"].threads == 1
+
+
 def test_resources_and_shards_for_rules(tmp_path):
     cfg = _config("workflow/presets/paper-ffhq.yaml")
     planner._PLANS.clear()

@@ -30,13 +30,19 @@ def commands_by_rule(dry_run_output: str) -> dict[str, list[str]]:
 def test_the_ffhq_preset_runs_every_gpu_rule_with_device_cuda(tmp_path):
     preset_path = REPO / "workflow" / "presets" / "paper-ffhq.yaml"
     lay_out_fake_inputs(yaml.safe_load(preset_path.read_text()), tmp_path)
-    proc = snakemake("-n", "-p", config=preset_path, workdir=tmp_path, timeout=300)
+    proc = snakemake("-n", "-p", "--cores", "8", config=preset_path, workdir=tmp_path, timeout=300)
     commands = commands_by_rule(proc.stdout + proc.stderr)
     assert GPU_RULES <= set(commands), sorted(commands)
     for rule in GPU_RULES:
         assert all("--device cuda " in c for c in commands[rule]), (rule, commands[rule][0])
     for rule in set(commands) - GPU_RULES:  # CPU rules never demand CUDA
         assert not any("--device cuda" in c for c in commands[rule]), rule
+    # The preset's job_threads (4) reach every tuning, sampling and schedule job; metrics keep 1.
+    threads = yaml.safe_load(preset_path.read_text())["job_threads"]
+    assert threads == 4
+    for rule in ("schedule", "tune_dirac", "sample_dirac", "tune_method_torch", "sample_method_torch", "tune_method_scico", "sample_method_scico"):
+        assert commands.get(rule) and all(f"--threads {threads} " in c for c in commands[rule]), (rule, commands.get(rule, [""])[0][-200:])
+    assert all("--threads 1 " in c for c in commands["metrics"])
 
 
 def test_switching_device_reruns_no_finished_gpu_job(tmp_path):

@@ -25,6 +25,7 @@ from diracbench.codegraph import import_closure
 from diracbench.configcheck import check_config, check_methods, validation_message
 from diracbench.errors import UserError
 from diracbench.methods.registry import registry as method_registry
+from diracbench.plan.jobs import job_threads
 from diracbench.tasks import ordered_tasks
 
 # The method registry (diracbench/methods/*.py, METHOD_SPECS): read from the sources, no imports.
@@ -90,8 +91,6 @@ def method_modules(methods):
 # CPU threads of every job but data preparation, training (training.execution.threads) and the
 # bench's timings: config `job_threads`. At 1, Snakemake runs two of them side by side on the
 # default's 2 cores, which does ~1.4x the work of one 2-thread job (README: Time of the default).
-from diracbench.plan.jobs import job_threads
-
 JOB_THREADS = job_threads(config)
 # Rule priority of training and the schedules it needs (see rule schedule).
 TRAINING_PRIORITY = 10

@@ -45,13 +45,14 @@ SHARDABLE = ("dirac-po", "dirac-do", "dps", "ddrm", "pnp-admm", "admm-tv")
 SHARDABLE_TUNING = ("tune_dps", "tune_ddrm")  # grid tuning split between sampler batches (diracbench.tune_shards)
 DECODE_IMAGES_PER_S_PER_THREAD = 50.0  # PNG/JPEG decode + resize + hash of a 256 px image
 CPU_THREADS = {"prepare_data": 2, "metrics": 1}  # fixed in their rules; every other non-training job: job_threads()
+HOST_BASE_MB = 3000  # Python, torch/JAX, CUDA context on the host
+STREAMING_WINDOW_MB = 1000  # prepare_data streams images to disk: a bounded window of decoded images, whatever the split size
 
 
 def job_threads(config: dict) -> int:
     """Threads of every job but data preparation, training and metrics (config `job_threads`)."""
     return int(config.get("job_threads", 1))
-HOST_BASE_MB = 3000  # Python, torch/JAX, CUDA context on the host
-STREAMING_WINDOW_MB = 1000  # prepare_data streams images to disk: a bounded window of decoded images, whatever the split size
+
 
 Counter = Callable[[dict, tuple, bool], dict]
 
