@@ -27,6 +27,7 @@ import pandas as pd
 
 from diracbench import cli
 from diracbench.errors import UserError
+from diracbench.metrics.registry import better
 
 VARIANTS = ("po", "do")
 INFO_KEYS = ("nfe", "selected_by")
@@ -121,7 +122,7 @@ def guidance_curves(grid: pd.DataFrame, variant: str = "po") -> pd.DataFrame:
 
 
 # Fig. 9's second protocol: which metric each variant's own t_stop optimises (as in tuning).
-PATH_METRICS = {"po": ("lpips", "min"), "do": ("psnr", "max")}
+PATH_METRICS = {"po": "lpips", "do": "psnr"}
 
 
 def path_bests(grid: pd.DataFrame) -> pd.DataFrame:
@@ -135,11 +136,11 @@ def path_bests(grid: pd.DataFrame) -> pd.DataFrame:
     for (v, dt), g in grid.groupby(["variant", "param_model_dt"], sort=True):
         if v not in PATH_METRICS:
             continue
-        metric, how = PATH_METRICS[v]
+        metric = PATH_METRICS[v]
         g = g.dropna(subset=[metric]).sort_values("nfe", kind="stable")
         if g.empty:
             raise UserError(f"no {metric} for {v}, Δt = {_dt_name(dt)} in the path search's grid.csv; rerun ablation_lookahead_path")
-        best = g.loc[g[metric].idxmin() if how == "min" else g[metric].idxmax()]
+        best = g.loc[g[metric].idxmax() if better(metric) == "max" else g[metric].idxmin()]
         rows.append({"look_ahead": float(dt), "variant": v, "metric": metric, "value": float(best[metric]), "t_stop": float(best["t"]), "nfe": int(best["nfe"])})
     return pd.DataFrame(rows, columns=["look_ahead", "variant", "metric", "value", "t_stop", "nfe"])
 

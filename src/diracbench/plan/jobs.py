@@ -352,7 +352,7 @@ def _metric_jobs(config: dict, counter: Counter, ds: str, task: str, sizes: dict
     return out
 
 
-def _finish(job: Job, cluster: dict, gpu_kind: str, threads: int = 2) -> None:
+def _finish(job: Job, cluster: dict, gpu_kind: str, threads: int) -> None:
     """Throughput, memory fit, hours and walltime of one job (shards: `assign_shards`)."""
     job.tflop = job.images * job.nfe_per_image * job.gflop_per_image_nfe / 1e3
     if job.device == "gpu":
