@@ -180,7 +180,8 @@ def test_a_walltime_too_short_for_any_sharding_names_the_setting():
 
 def test_job_threads_set_the_cpu_jobs_threads_and_their_share_of_the_rate():
     """`job_threads` is the thread count of every tuning, sampling and schedule job; on a CPU-only
-    cluster a GPU rule's job at 1 thread gets half the 2-thread rate; training keeps 2 threads."""
+    cluster a GPU rule's job at 1 thread gets half the 2-thread rate; training jobs follow
+    training.execution.threads instead (0: 2 for one process), also at half the rate on one."""
     cfg = _config("config.yaml")
     cfg["methods"] = [m for m in cfg["methods"] if m not in cfg["extended"]["methods"]]  # `all`'s methods
     plans = {}
@@ -193,7 +194,13 @@ def test_job_threads_set_the_cpu_jobs_threads_and_their_share_of_the_rate():
     for name in ("tune_dirac[photos/deblur]", "sample_dps[photos/inpaint]", "tune_pnp-admm[photos/inpaint]"):
         assert one[name].hours == pytest.approx(2 * two[name].hours), name
     train = "train_dirac[photos/deblur/dt1]"
-    assert one[train].threads == two[train].threads == 2 and one[train].hours == pytest.approx(two[train].hours)
+    assert cfg["training"]["execution"]["threads"] == 1
+    assert one[train].threads == two[train].threads == 1 and one[train].hours == pytest.approx(two[train].hours)
+    c = copy.deepcopy(cfg)
+    c["training"]["execution"]["threads"] = 0
+    auto = {j.name: j for j in planner.plan(c, counter=_light_counter, strict=False)}
+    assert auto[train].threads == 2 and one[train].hours == pytest.approx(2 * auto[train].hours)
+    assert auto["train_prior[photos]"].threads == 2 and one["train_prior[photos]"].threads == 1
     assert one["metrics[photos/deblur/dps]"].threads == two["metrics[photos/deblur/dps]"].threads == 1
 
 

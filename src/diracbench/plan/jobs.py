@@ -231,8 +231,12 @@ def _train_job(config: dict, counter: Counter, rule: str, ds: str, task: str, ta
     # fp32 weights, gradients and Adam's two moments (+ an EMA copy): 16 (20) bytes per parameter.
     state = params * (20 if training.get("ema_decay") else 16)
     steps, batch = int(training["steps"]), int(training["batch_size"])
-    processes = int((training.get("execution") or {}).get("processes", 1))
-    return Job(rule, ds, task, tag, processes=processes, network=_net_label(spec), params=params, gflop_per_image_nfe=f["flops"] / 1e9, act_mib_per_image=f["saved_bytes"] / 2**20,
+    execution = training.get("execution") or {}
+    processes = int(execution.get("processes", 1))
+    # The rule's threads (training_common.smk train_threads): execution.threads, else 2 for one
+    # process and 4 per process under torchrun.
+    threads = int(execution.get("threads") or 0) or (2 if processes == 1 else 4 * processes)
+    return Job(rule, ds, task, tag, threads=threads, processes=processes, network=_net_label(spec), params=params, gflop_per_image_nfe=f["flops"] / 1e9, act_mib_per_image=f["saved_bytes"] / 2**20,
                peak_mib_per_image=f["peak_bytes"] / 2**20, fixed_mib=(state + f["fixed_bytes"]) / 2**20, nfe_per_image=1, images=steps * batch, batch_size=batch,
                host_mem_mb=HOST_BASE_MB + int(3 * state / 2**20), note=f"{steps} steps x batch {batch}" + (", bf16 autocast" if bf16 else ""))
 
@@ -357,11 +361,11 @@ def _finish(job: Job, cluster: dict, gpu_kind: str, threads: int) -> None:
     job.tflop = job.images * job.nfe_per_image * job.gflop_per_image_nfe / 1e3
     if job.device == "gpu":
         # The GPU rules' device: an accelerator, or on a CPU machine the rule's threads (training:
-        # 2; the others: `threads`); `tflops_fp32` (and, for a cpu_bf16 training, `tflops_bf16`)
-        # describe 2 threads, so fewer get a proportional share.
+        # its execution threads, set by _train_job; the others: `threads`); `tflops_fp32` (and,
+        # for a cpu_bf16 training, `tflops_bf16`) describe 2 threads, so n get n/2 of the rate.
         share = 1.0
         if gpu_kind == "cpu":
-            job.device, job.threads = "cpu", 2 if job.rule.startswith("train") else threads
+            job.device, job.threads = "cpu", job.threads if job.rule.startswith("train") else threads
             share = job.threads / 2
         rate = (cluster["tflops_bf16"] if "bf16" in job.note else cluster["tflops_fp32"]) * 1e12 * share
         usable = cluster["memory_gib"] * cluster["memory_headroom"] * 2**30
