@@ -327,3 +327,41 @@ def test_hub_file_hash_is_checked(tmp_path) -> None:
     bad.write_bytes(content)
     with pytest.raises(UserError, match="does not match the hash 397923af"):
         backbones._check_hash_prefix(bad)
+
+
+def test_one_vgg_pass_gives_lpips_and_the_fd_vgg_descriptors() -> None:
+    """`against(..., descriptors=)` returns VGGFeatures' descriptors from the LPIPS pass (same
+    normalisation, same weights, same batches): FD-VGG per step costs no second VGG pass."""
+    m = LPIPSMetric("vgg", upsample_below=64, batch_size=4)
+    clean = _images(5, 32, 21)
+    index = np.array([4, 0, 2, 2, 1, 3])
+    est = _noisy(clean[index], 0.1, 22)
+    got: list[torch.Tensor] = []
+    with_desc = m.against(est, m.reference(clean), index, descriptors=got)
+    assert torch.equal(with_desc, m.against(est, m.reference(clean), index))  # LPIPS unchanged
+    desc = torch.cat(got)
+    assert desc.shape == (6, VGGFeatures.dim)
+    torch.testing.assert_close(desc, VGGFeatures(64, batch_size=4)(est), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="vgg LPIPS backbone"):
+        LPIPSMetric("alex").against(est, LPIPSMetric("alex").reference(clean), index, descriptors=[])
+
+
+def test_fd_vgg_along_a_path_reuses_the_lpips_pass() -> None:
+    import pandas as pd
+
+    from diracbench.metrics.recorder import Recorder, StepRecord
+
+    clean = torch.as_tensor(_images(6, 32, 31))
+    rec = Recorder(clean, clean.clone(), lambda x: x, [f"im{i}" for i in range(6)])  # A = I: dc is not looked at
+    settings = {"net": "vgg", "upsample_below": 64}
+    traj = rec.trajectory(every=1, lpips_every=1, lpips=settings, deferred=True)
+    cb = traj.bind(np.arange(6))
+    for step in range(3):
+        est = torch.as_tensor(_noisy(clean.numpy(), 0.05 * (3 - step), 40 + step))
+        cb(StepRecord(step=step, t=1 - step / 2, nfe=step + 1, x0_hat=est, last=step == 2))
+    shared = traj.per_step(fd_vgg=True)
+    assert len(traj._descriptors) == 3  # every step's descriptors came from the LPIPS pass
+    traj._descriptors.clear()  # now FD-VGG runs its own VGG pass
+    alone = pd.Series(traj.fd_vgg())
+    np.testing.assert_allclose(shared["fd_vgg"].to_numpy(), alone.to_numpy(), rtol=1e-4)
+    assert shared["fd_vgg"].is_monotonic_decreasing  # less noise, closer to the clean set

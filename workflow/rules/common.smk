@@ -92,7 +92,8 @@ def method_modules(methods):
 # bench's timings: config `job_threads`. At 1, Snakemake runs two of them side by side on the
 # default's 2 cores, which does ~1.4x the work of one 2-thread job (README: Time of the default).
 JOB_THREADS = job_threads(config)
-# Rule priority of training and the schedules it needs (see rule schedule).
+# Rule priority of the critical path: measurements, schedules, training and the Dirac tuning and
+# sampling after it (see rules schedule and tune_dirac).
 TRAINING_PRIORITY = 10
 
 

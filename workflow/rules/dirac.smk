@@ -38,10 +38,10 @@ rule schedule:
     conda:
         "../../envs/torch.yaml"
     threads: JOB_THREADS
-    # Training and the schedules it needs go first whenever the cores are free for them. Snakemake
-    # fills a single free core with a 1-thread job rather than hold it, so on 2 cores the Dirac
-    # models start once the baselines' jobs run out; either way the cores stay busy (the default
-    # run: 80 idle core-seconds in 34 minutes).
+    # Training, the schedules and the measurements it needs go first: Snakemake starts the ready
+    # job of highest priority whenever a core frees, so on the default's 2 cores (1 thread per
+    # training) the three models train side by side with the first baseline jobs, and the longest
+    # chain (the 2000-step deblurring model, its tuning and sampling) starts at once.
     priority: TRAINING_PRIORITY
     resources:
         mem_mb=planned("schedule", "mem_mb", 4000),
@@ -128,6 +128,9 @@ rule tune_dirac:
     conda:
         "../../envs/torch.yaml"
     threads: JOB_THREADS
+    # The Dirac models' tuning and sampling follow their training at once (rule schedule): the
+    # longest chains end early and the short baseline jobs fill the last minutes of a run.
+    priority: TRAINING_PRIORITY
     resources:
         mem_mb=planned("tune_dirac", "mem_mb", 6000),
         runtime=planned("tune_dirac", "runtime", 120),
@@ -164,6 +167,7 @@ rule sample_dirac:
     conda:
         "../../envs/torch.yaml"
     threads: JOB_THREADS
+    priority: TRAINING_PRIORITY
     resources:
         mem_mb=planned("sample_dirac", "mem_mb", 6000),
         runtime=planned("sample_dirac", "runtime", 120),

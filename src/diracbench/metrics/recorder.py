@@ -123,12 +123,14 @@ class Recorder:
             self._cache[key] = LPIPSMetric(net=settings["net"], upsample_below=settings["upsample_below"], device=self.device)
         return self._cache[key]
 
-    def lpips_to_clean(self, settings: dict, images: torch.Tensor, index: Sequence[int] | np.ndarray) -> torch.Tensor:
+    def lpips_to_clean(self, settings: dict, images: torch.Tensor, index: Sequence[int] | np.ndarray, descriptors: list[torch.Tensor] | None = None) -> torch.Tensor:
         """LPIPS between images[k] and clean image index[k] (on the CPU).
 
         The clean images' backbone features are computed once per recorder when they fit in
         `REFERENCE_CACHE_BYTES`; every path and grid point scored against them reuses them (the
         same numbers as scoring the pairs directly, which is the fallback for large sets).
+        `descriptors` (a list) receives the images' FD-VGG descriptors from the same backbone
+        pass where there is one (the vgg backbone and the cached reference); else it stays empty.
         """
         metric = self.lpips_metric(settings)
         key = ("lpips-ref", settings["net"], int(settings["upsample_below"]))
@@ -138,7 +140,8 @@ class Recorder:
         index = np.asarray(index, dtype=np.int64).reshape(-1)
         if ref is None:
             return metric(images.detach().cpu(), self.x[torch.as_tensor(index, device=self.device)].detach().cpu())
-        return metric.against(images.detach().cpu(), ref, index)
+        wanted = descriptors if descriptors is not None and metric.gives_vgg_descriptors else None
+        return metric.against(images.detach().cpu(), ref, index, descriptors=wanted)
 
     def vgg_features(self, upsample_below: int) -> VGGFeatures:
         """The FD-VGG descriptor network on the recorder's device (built once)."""
@@ -198,6 +201,8 @@ class Trajectory:
         self._stored: dict[tuple[str, int], list[tuple[np.ndarray, torch.Tensor]]] = {}  # deferred images
         self._rows: pd.DataFrame | None = None
         self._lpips_values: dict[str, np.ndarray] = {}
+        # FD-VGG descriptors of the deferred images, from the LPIPS pass: (quantity, step) -> (n, 512)
+        self._descriptors: dict[tuple[str, int], np.ndarray] = {}
 
     def wants(self, step: int, last: bool) -> bool:
         return last or step % self.every == 0
@@ -250,6 +255,7 @@ class Trajectory:
         self._blocks.append(block)
         self._rows = None
         self._lpips_values.clear()
+        self._descriptors.clear()
 
     # ------------------------------------------------------------------------------------------
     # Tables
@@ -294,7 +300,15 @@ class Trajectory:
             return np.full(len(rows), np.nan)
         pieces = [(s, images, img) for s in steps for images, img in self._stored[(quantity, s)]]
         est = torch.cat([img for _, _, img in pieces])
-        d = self.recorder.lpips_to_clean(self.lpips, est, np.concatenate([images for _, images, _ in pieces])).numpy()
+        descriptors: list[torch.Tensor] = []
+        d = self.recorder.lpips_to_clean(self.lpips, est, np.concatenate([images for _, images, _ in pieces]), descriptors).numpy()
+        if descriptors:
+            # Kept per step for fd_vgg, in the stored order: one VGG pass serves both metrics.
+            desc, k = torch.cat(descriptors).numpy(), 0
+            for s in steps:
+                n = sum(len(images) for images, _ in self._stored[(quantity, s)])
+                self._descriptors[(quantity, s)] = desc[k : k + n]
+                k += n
         lookup, k = {}, 0
         for s, images, _ in pieces:
             for i in images:
@@ -329,7 +343,10 @@ class Trajectory:
             if not np.array_equal(np.unique(images), seen):
                 continue
             ref = self.recorder.reference_features(upsample_below, images)
-            out[s] = frechet_distance(feats(torch.cat([img for _, img in pieces])).numpy(), ref)
+            mine = self._descriptors.get((q, s))
+            if mine is None:
+                mine = feats(torch.cat([img for _, img in pieces])).numpy()
+            out[s] = frechet_distance(mine, ref)
         return out
 
     def per_step(self, quantity: str = "x0_hat", fd_vgg: bool = False) -> pd.DataFrame:
