@@ -40,8 +40,8 @@ rule schedule:
     threads: JOB_THREADS
     # Training, the schedules and the measurements it needs go first: Snakemake starts the ready
     # job of highest priority whenever a core frees, so on the default's 2 cores (1 thread per
-    # training) the three models train side by side with the first baseline jobs, and the longest
-    # chain (the 2000-step deblurring model, its tuning and sampling) starts at once.
+    # training) the three models train two at a time before the baseline jobs take the cores.
+    # Among equal priorities Snakemake's order is its own: the 2000-step model may start second.
     priority: TRAINING_PRIORITY
     resources:
         mem_mb=planned("schedule", "mem_mb", 4000),

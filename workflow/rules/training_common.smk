@@ -7,6 +7,8 @@
 
 import functools
 
+from diracbench.plan.jobs import train_threads  # the planner counts the same threads
+
 EXECUTION_DEFAULTS = {"processes": 1, "micro_batch": 0, "activation_checkpointing": False, "data_workers": 0, "threads": 0}
 
 
@@ -57,14 +59,6 @@ def train_mem_mb(kind, training, image_size, execution, data_mb):
     state_mb = per_copy_mb * (copies - 1)  # what the resume state holds (no grads)
     need = execution["processes"] * per_copy_mb * copies + state_mb + min(data_mb, 4000) + 4000
     return max(8000, int(need * 1.2))
-
-
-def train_threads(execution):
-    """execution.threads, else 2 CPUs for one process; 4 per process for torchrun runs (each
-    rank gets threads / processes for torch, and its DataLoader workers share them)."""
-    if execution["threads"]:
-        return execution["threads"]
-    return 2 if execution["processes"] == 1 else 4 * execution["processes"]
 
 
 # Checked when the workflow loads, so `snakemake -n` stops with one line before any job runs.

@@ -77,7 +77,7 @@ class FIRResample(nn.Module):
     Always computed in float32, also under bf16 autocast: the CPU's depthwise (transposed)
     convolutions have no fast bf16 kernel, and in bf16 these four filters took about a third of a
     default training step (up 11-28 ms forward, down 5-12 ms backward, against under 1-6 ms in
-    float32; results/bench/training.csv). float32 inputs give bit-identical outputs to computing
+    float32; README, Training recipe). float32 inputs give bit-identical outputs to computing
     in their own dtype; other dtypes get their own dtype back, rounded once.
     """
 

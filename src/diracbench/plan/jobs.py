@@ -54,6 +54,13 @@ def job_threads(config: dict) -> int:
     return int(config.get("job_threads", 1))
 
 
+def train_threads(execution: dict) -> int:
+    """A training job's threads: execution.threads, else 2 CPUs for one process and 4 per process
+    under torchrun (each rank gets threads / processes for torch; its DataLoader workers share them)."""
+    processes = int(execution.get("processes", 1))
+    return int(execution.get("threads") or 0) or (2 if processes == 1 else 4 * processes)
+
+
 Counter = Callable[[dict, tuple, bool], dict]
 
 
@@ -233,10 +240,7 @@ def _train_job(config: dict, counter: Counter, rule: str, ds: str, task: str, ta
     steps, batch = int(training["steps"]), int(training["batch_size"])
     execution = training.get("execution") or {}
     processes = int(execution.get("processes", 1))
-    # The rule's threads (training_common.smk train_threads): execution.threads, else 2 for one
-    # process and 4 per process under torchrun.
-    threads = int(execution.get("threads") or 0) or (2 if processes == 1 else 4 * processes)
-    return Job(rule, ds, task, tag, threads=threads, processes=processes, network=_net_label(spec), params=params, gflop_per_image_nfe=f["flops"] / 1e9, act_mib_per_image=f["saved_bytes"] / 2**20,
+    return Job(rule, ds, task, tag, threads=train_threads(execution), processes=processes, network=_net_label(spec), params=params, gflop_per_image_nfe=f["flops"] / 1e9, act_mib_per_image=f["saved_bytes"] / 2**20,
                peak_mib_per_image=f["peak_bytes"] / 2**20, fixed_mib=(state + f["fixed_bytes"]) / 2**20, nfe_per_image=1, images=steps * batch, batch_size=batch,
                host_mem_mb=HOST_BASE_MB + int(3 * state / 2**20), note=f"{steps} steps x batch {batch}" + (", bf16 autocast" if bf16 else ""))
 
